@@ -1,0 +1,80 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { configSchema, type Config } from './schema.js';
+
+export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../config/default.yaml', import.meta.url));
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Tree = Record<string, unknown>;
+const isTree = (v: unknown): v is Tree => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Later layers win key by key; nested sections merge instead of replacing each other. */
+export function mergeLayers(...layers: Tree[]): Tree {
+  const out: Tree = {};
+  for (const layer of layers) {
+    for (const [k, v] of Object.entries(layer)) {
+      if (v === undefined) continue;
+      out[k] = isTree(v) && isTree(out[k]) ? mergeLayers(out[k] as Tree, v) : v;
+    }
+  }
+  return out;
+}
+
+async function readYaml(path: string): Promise<Tree> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`config file ${path} is not valid YAML: ${(e as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (!isTree(doc)) throw new ConfigError(`config file ${path} must hold a mapping of keys`);
+  return doc;
+}
+
+/** The environment variables the daemon reads, as a config layer. */
+export function envLayer(env: NodeJS.ProcessEnv): Tree {
+  return {
+    listen: env.BUILDCACHED_LISTEN,
+    storage: { dir: env.BUILDCACHED_DATA },
+    log: { level: env.BUILDCACHED_LOG_LEVEL },
+  };
+}
+
+export interface LoadOptions {
+  /** --config; BUILDCACHED_CONFIG when absent. */
+  file?: string;
+  /** Values from command-line flags, highest precedence. */
+  overrides?: Tree;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** defaults < config file < environment < flags, validated as a whole; errors name the offending key. */
+export async function loadConfig(opts: LoadOptions = {}): Promise<Config> {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.BUILDCACHED_CONFIG;
+  const layers = [await readYaml(DEFAULT_CONFIG_PATH)];
+  if (file) layers.push(await readYaml(file));
+  layers.push(envLayer(env), opts.overrides ?? {});
+  return validateConfig(mergeLayers(...layers));
+}
+
+export function validateConfig(raw: unknown): Config {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`);
+  throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
+}

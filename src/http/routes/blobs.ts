@@ -1,0 +1,70 @@
+import { Router, type Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import type { Registry } from '../../registry/registry.js';
+import { nameParam, pathDigest } from '../params.js';
+import { parseRange } from '../ranges.js';
+
+const BLOB = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
+
+function blobHeaders(res: Response, digest: string): void {
+  res.set({
+    'Docker-Content-Digest': digest,
+    'Accept-Ranges': 'bytes',
+    'Content-Type': 'application/octet-stream',
+    ETag: `"${digest}"`,
+    'Cache-Control': 'max-age=31536000',
+  });
+}
+
+export function blobRoutes(registry: Registry): Router {
+  const r = Router();
+  // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
+  r.head(BLOB, (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/<digest>';
+    res.locals.repo = nameParam(req);
+    const d = pathDigest(req);
+    const size = registry.blobSize(d);
+    blobHeaders(res, d.value);
+    res.set('Content-Length', String(size)).status(200).end();
+  });
+
+  r.get(BLOB, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/<digest>';
+    res.locals.repo = nameParam(req);
+    const d = pathDigest(req);
+    const reader = await registry.openBlob(d);
+    let range;
+    try {
+      range = parseRange(req.headers.range, reader.size);
+    } catch (e) {
+      await reader.close();
+      throw e;
+    }
+    blobHeaders(res, d.value);
+    if (range) {
+      res.status(206).set({
+        'Content-Range': `bytes ${range.start}-${range.end}/${reader.size}`,
+        'Content-Length': String(range.end - range.start + 1),
+      });
+    } else {
+      res.status(200).set('Content-Length', String(reader.size));
+    }
+    res.locals.bytesOut = range ? range.end - range.start + 1 : reader.size;
+    if (reader.size === 0) {
+      await reader.close();
+      res.end();
+      return;
+    }
+    await pipeline(reader.stream(range), res).catch(() => {
+      // The client went away mid-stream; the stream closed its file, nothing else to undo.
+    });
+  });
+
+  r.delete(BLOB, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/<digest>';
+    res.locals.repo = nameParam(req);
+    await registry.deleteBlob(pathDigest(req));
+    res.status(202).set('Content-Length', '0').end();
+  });
+  return r;
+}

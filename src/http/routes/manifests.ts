@@ -1,0 +1,67 @@
+import { Router, type Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import type { Registry } from '../../registry/registry.js';
+import type { ManifestRecord } from '../../storage/repository-store.js';
+import { parseReference } from '../../registry/names.js';
+import { readLimited } from '../body.js';
+import { nameParam } from '../params.js';
+
+const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
+const ROUTE = '/v2/<name>/manifests/<reference>';
+
+function manifestHeaders(res: Response, m: ManifestRecord): void {
+  res.set({
+    'Content-Type': m.mediaType,
+    'Content-Length': String(m.size),
+    'Docker-Content-Digest': m.digest,
+    ETag: `"${m.digest}"`,
+  });
+}
+
+export function manifestRoutes(registry: Registry, maxManifestBytes: number): Router {
+  const r = Router();
+
+  r.head(MANIFEST, (req, res) => {
+    res.locals.route = ROUTE;
+    const name = nameParam(req);
+    res.locals.repo = name;
+    manifestHeaders(res, registry.resolve(name, parseReference(String(req.params[1]))));
+    res.status(200).end();
+  });
+
+  r.get(MANIFEST, async (req, res) => {
+    res.locals.route = ROUTE;
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const { record, reader } = await registry.openManifest(name, parseReference(String(req.params[1])));
+    manifestHeaders(res, record);
+    res.locals.bytesOut = record.size;
+    await pipeline(reader.stream(), res).catch(() => {});
+  });
+
+  r.put(MANIFEST, async (req, res) => {
+    res.locals.route = ROUTE;
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const ref = parseReference(String(req.params[1]));
+    const body = await readLimited(req, maxManifestBytes);
+    res.locals.bytesIn = body.length;
+    const record = await registry.putManifest(name, ref, body, req.headers['content-type']);
+    res.status(201).set({
+      Location: `/v2/${name}/manifests/${record.digest}`,
+      'Docker-Content-Digest': record.digest,
+      'Content-Length': '0',
+    });
+    if (record.subject) res.set('OCI-Subject', record.subject);
+    res.end();
+  });
+
+  r.delete(MANIFEST, async (req, res) => {
+    res.locals.route = ROUTE;
+    const name = nameParam(req);
+    res.locals.repo = name;
+    await registry.deleteManifest(name, parseReference(String(req.params[1])));
+    res.status(202).set('Content-Length', '0').end();
+  });
+  return r;
+}

@@ -1,0 +1,116 @@
+import { Router, type Request, type Response } from 'express';
+import { OciError } from '../../core/errors.js';
+import type { Registry } from '../../registry/registry.js';
+import type { ChunkOptions, UploadSession } from '../../storage/upload-store.js';
+import { contentLength, hasBody } from '../body.js';
+import { nameParam, queryDigest, queryParam } from '../params.js';
+import { parseContentRange } from '../ranges.js';
+import { parseName } from '../../registry/names.js';
+
+const START = /^\/v2\/(.+)\/blobs\/uploads\/?$/;
+const SESSION = /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/;
+
+function sessionHeaders(res: Response, s: UploadSession, offset: number): void {
+  res.set({
+    Location: `/v2/${s.repository}/blobs/uploads/${s.id}`,
+    Range: `0-${Math.max(0, offset - 1)}`,
+    'Docker-Upload-UUID': s.id,
+    'Content-Length': '0',
+  });
+}
+
+function created(res: Response, name: string, digest: string): void {
+  res.status(201).set({ Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' }).end();
+}
+
+/** What a chunk request declares about itself: where it starts (Content-Range) and how long it is. */
+function chunkOptions(req: Request): ChunkOptions {
+  const range = parseContentRange(req.headers['content-range']);
+  const length = contentLength(req);
+  if (!range) return length === undefined ? {} : { length };
+  const span = range.end - range.start + 1;
+  if (length !== undefined && length !== span) {
+    throw new OciError('SIZE_INVALID', `Content-Range spans ${span} bytes but Content-Length is ${length}`);
+  }
+  return { start: range.start, length: span };
+}
+
+/** Reads and discards a body the request should not have carried, so the connection stays usable. */
+function discard(req: Request): void {
+  req.resume();
+}
+
+export function uploadRoutes(registry: Registry): Router {
+  const r = Router();
+
+  r.post(START, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/uploads/';
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const mount = queryDigest(req, 'mount');
+    if (mount) {
+      const from = queryParam(req, 'from');
+      if (from !== undefined) parseName(from);
+      if (registry.canMount(mount, from)) {
+        discard(req);
+        return created(res, name, mount.value);
+      }
+    }
+    const digest = queryDigest(req, 'digest');
+    if (digest && !mount) {
+      // Monolithic upload: the whole blob in this request.
+      const size = await registry.putBlob(req, digest, contentLength(req));
+      res.locals.bytesIn = size;
+      return created(res, name, digest.value);
+    }
+    discard(req);
+    const session = await registry.startUpload(name);
+    sessionHeaders(res, session, 0);
+    res.status(202).end();
+  });
+
+  r.get(SESSION, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/uploads/<id>';
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const session = await registry.upload(name, String(req.params[1]));
+    sessionHeaders(res, session, session.offset);
+    res.status(204).end();
+  });
+
+  r.patch(SESSION, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/uploads/<id>';
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const session = await registry.upload(name, String(req.params[1]));
+    const opts = chunkOptions(req);
+    const offset = await registry.appendChunk(session, req, opts);
+    res.locals.bytesIn = offset - session.offset;
+    sessionHeaders(res, session, offset);
+    res.status(202).end();
+  });
+
+  r.put(SESSION, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/uploads/<id>';
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const digest = queryDigest(req, 'digest');
+    if (!digest) throw new OciError('DIGEST_INVALID', 'completing an upload needs ?digest=');
+    const session = await registry.upload(name, String(req.params[1]));
+    const body = hasBody(req) ? req : undefined;
+    if (!body) discard(req);
+    const size = await registry.finishUpload(session, digest, body, body ? chunkOptions(req) : {});
+    res.locals.bytesIn = size - session.offset;
+    created(res, name, digest.value);
+  });
+
+  r.delete(SESSION, async (req, res) => {
+    res.locals.route = '/v2/<name>/blobs/uploads/<id>';
+    const name = nameParam(req);
+    res.locals.repo = name;
+    const session = await registry.upload(name, String(req.params[1]));
+    await registry.cancelUpload(session);
+    res.status(204).set('Content-Length', '0').end();
+  });
+  return r;
+}

@@ -1,0 +1,198 @@
+import type { Readable } from 'node:stream';
+import { OciError } from '../core/errors.js';
+import { digestOf, parseDigest, type Digest } from '../core/digest.js';
+import type { BlobReader, BlobStore } from '../storage/blob-store.js';
+import type { ChunkOptions, UploadSession, UploadStore } from '../storage/upload-store.js';
+import type { ManifestRecord, RepositoryStore } from '../storage/repository-store.js';
+import { parseManifest, referrerArtifactType, requiredDigests } from './manifest.js';
+import { OCI_INDEX } from './media-types.js';
+import type { Reference } from './names.js';
+
+export interface RegistryOptions {
+  /** Mount without `from` succeeds when the blob exists (OCI "automatic content discovery"). */
+  automaticCrossMount: boolean;
+  deleteEnabled: boolean;
+}
+
+export interface StoredManifest {
+  record: ManifestRecord;
+  reader: BlobReader;
+}
+
+export interface Page {
+  items: string[];
+  /** The last item returned when more remain: the `last` of the next page. */
+  next?: string;
+}
+
+/**
+ * The registry's domain: the rules of the distribution API over the stores (what must exist before a manifest is
+ * accepted, how references resolve, what a mount means when all repositories share one blob store). It speaks in
+ * names, digests and streams; HTTP stays outside.
+ */
+export class Registry {
+  constructor(
+    readonly blobs: BlobStore,
+    readonly uploads: UploadStore,
+    readonly repos: RepositoryStore,
+    private readonly options: RegistryOptions,
+  ) {}
+
+  blobSize(d: Digest): number {
+    const size = this.blobs.size(d.value);
+    if (size === undefined) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
+    return size;
+  }
+
+  async openBlob(d: Digest): Promise<BlobReader> {
+    const reader = this.blobs.has(d.value) ? await this.blobs.openReader(d) : undefined;
+    if (!reader) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
+    return reader;
+  }
+
+  async deleteBlob(d: Digest): Promise<void> {
+    if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
+    this.blobSize(d);
+    for (const [name, m] of this.repos.allManifests()) {
+      if (m.references.includes(d.value) || m.digest === d.value) {
+        throw new OciError('DENIED', `blob ${d.value} is still referenced by ${name}@${m.digest}`);
+      }
+    }
+    await this.blobs.delete(d);
+  }
+
+  /** Monolithic upload: the whole blob in one request, verified against its digest before it exists. */
+  putBlob(body: Readable, d: Digest, length?: number): Promise<number> {
+    return this.blobs.write(body, d, length);
+  }
+
+  /**
+   * Cross-repository mount. Every repository reads the one shared store, so a mount succeeds whenever the blob
+   * exists; with no `from` only when automatic discovery is on.
+   */
+  canMount(d: Digest, from: string | undefined): boolean {
+    if (from === undefined && !this.options.automaticCrossMount) return false;
+    return this.blobs.has(d.value);
+  }
+
+  startUpload(name: string): Promise<UploadSession> {
+    return this.uploads.create(name);
+  }
+
+  upload(name: string, id: string): Promise<UploadSession> {
+    return this.uploads.get(id, name);
+  }
+
+  appendChunk(s: UploadSession, body: Readable, opts: ChunkOptions): Promise<number> {
+    return this.uploads.append(s, body, opts);
+  }
+
+  finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
+    return this.uploads.finish(s, d, body, opts);
+  }
+
+  cancelUpload(s: UploadSession): Promise<void> {
+    return this.uploads.cancel(s);
+  }
+
+  /**
+   * Validates and stores a manifest. Its digest is of the exact bytes received; every descriptor it references
+   * (BuildKit's cache index lists layers and a cache config, not manifests) must already be stored.
+   */
+  async putManifest(name: string, ref: Reference, body: Buffer, contentType: string | undefined): Promise<ManifestRecord> {
+    const digest = digestOf(body, ref.kind === 'digest' ? ref.digest.algorithm : 'sha256');
+    if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
+      throw new OciError('DIGEST_INVALID', `manifest hashes to ${digest.value}, not ${ref.digest.value}`, {
+        expected: ref.digest.value,
+        actual: digest.value,
+      });
+    }
+    const parsed = parseManifest(body, contentType);
+    const missing = requiredDigests(parsed).filter((d) => !this.blobs.has(d));
+    if (missing.length > 0) {
+      throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} unknown blob(s), first ${missing[0]}`, {
+        digests: missing.slice(0, 20),
+      });
+    }
+    const record: ManifestRecord = {
+      digest: digest.value,
+      mediaType: parsed.mediaType,
+      size: body.length,
+      references: parsed.references.map((r) => r.digest),
+    };
+    if (parsed.subject) record.subject = parsed.subject.digest;
+    const artifactType = referrerArtifactType(parsed);
+    if (artifactType) record.artifactType = artifactType;
+    if (parsed.annotations) record.annotations = parsed.annotations;
+    await this.blobs.writeBuffer(body, digest);
+    await this.repos.putManifest(name, record, ref.kind === 'tag' ? ref.tag : undefined);
+    return record;
+  }
+
+  resolve(name: string, ref: Reference): ManifestRecord {
+    const digest = ref.kind === 'tag' ? this.repos.resolveTag(name, ref.tag) : ref.digest.value;
+    const record = digest ? this.repos.manifest(name, digest) : undefined;
+    if (!record) {
+      const what = ref.kind === 'tag' ? `${name}:${ref.tag}` : `${name}@${ref.digest.value}`;
+      throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
+    }
+    return record;
+  }
+
+  async openManifest(name: string, ref: Reference): Promise<StoredManifest> {
+    const record = this.resolve(name, ref);
+    const reader = await this.blobs.openReader(parseDigest(record.digest));
+    if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${record.digest} content is missing`, { name });
+    return { record, reader };
+  }
+
+  async deleteManifest(name: string, ref: Reference): Promise<void> {
+    if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
+    if (ref.kind === 'tag') await this.repos.deleteTag(name, ref.tag);
+    else await this.repos.deleteManifest(name, ref.digest.value);
+  }
+
+  tags(name: string, n: number | undefined, last: string | undefined): Page {
+    const tags = this.repos.tags(name);
+    if (!tags) throw new OciError('NAME_UNKNOWN', `repository ${name} is unknown`, { name });
+    return paginate(tags, n, last);
+  }
+
+  catalog(n: number | undefined, last: string | undefined): Page {
+    return paginate(this.repos.repositories(), n, last);
+  }
+
+  /** OCI 1.1 referrers: an image index of the manifests in `name` whose subject is `subject`. */
+  referrers(name: string, subject: Digest, artifactType: string | undefined): object {
+    const manifests = this.repos
+      .manifests(name)
+      .filter((m) => m.subject === subject.value && (artifactType === undefined || m.artifactType === artifactType))
+      .map((m) => ({
+        mediaType: m.mediaType,
+        digest: m.digest,
+        size: m.size,
+        ...(m.artifactType ? { artifactType: m.artifactType } : {}),
+        ...(m.annotations ? { annotations: m.annotations } : {}),
+      }));
+    return { schemaVersion: 2, mediaType: OCI_INDEX, manifests };
+  }
+}
+
+/** Sorted-list pagination: items after `last`, at most `n` of them. */
+export function paginate(sorted: string[], n: number | undefined, last: string | undefined): Page {
+  const from = last === undefined ? 0 : upperBound(sorted, last);
+  const end = n === undefined ? sorted.length : Math.min(sorted.length, from + n);
+  const items = sorted.slice(from, end);
+  return end < sorted.length && items.length > 0 ? { items, next: items[items.length - 1]! } : { items };
+}
+
+function upperBound(sorted: string[], key: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! <= key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -1,0 +1,180 @@
+import type { ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { OciError, errnoCode } from '../core/errors.js';
+import { digestFromHash, newHash, tryParseDigest, type Digest } from '../core/digest.js';
+import { fsyncDir, storageError, unlinkIfExists, writeStream } from './fs-util.js';
+import type { Layout } from './layout.js';
+
+export interface BlobReader {
+  size: number;
+  stream(range?: { start: number; end: number }): ReadStream;
+  close(): Promise<void>;
+}
+
+/**
+ * Content-addressed blob files, one per digest, shared by every repository. A file appears under its digest only
+ * by rename after its content was hashed and fsynced, so a present file is always complete and verified. The size
+ * of every blob is kept in memory so existence checks (BuildKit's HEAD before each push) never touch the disk.
+ */
+export class BlobStore {
+  private readonly sizes = new Map<string, number>();
+  private readonly knownDirs = new Set<string>();
+
+  constructor(private readonly layout: Layout) {}
+
+  /** Loads the size index by walking the blob tree once at start-up. */
+  async open(): Promise<void> {
+    await mkdir(this.layout.blobs, { recursive: true });
+    await mkdir(this.layout.tmp, { recursive: true });
+    for (const algorithm of await readdir(this.layout.blobs)) {
+      const algoDir = `${this.layout.blobs}/${algorithm}`;
+      const prefixes = await readdir(algoDir).catch(() => [] as string[]);
+      await Promise.all(prefixes.map((p) => this.loadPrefix(algorithm, `${algoDir}/${p}`)));
+    }
+  }
+
+  private async loadPrefix(algorithm: string, dir: string): Promise<void> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    this.knownDirs.add(dir);
+    for (const e of entries) {
+      if (!e.isFile()) continue;
+      const digest = tryParseDigest(`${algorithm}:${e.name}`);
+      if (!digest) continue;
+      const st = await stat(`${dir}/${e.name}`);
+      this.sizes.set(digest.value, st.size);
+    }
+  }
+
+  get count(): number {
+    return this.sizes.size;
+  }
+
+  /** Size of a present blob, from memory. */
+  size(digest: string): number | undefined {
+    return this.sizes.get(digest);
+  }
+
+  has(digest: string): boolean {
+    return this.sizes.has(digest);
+  }
+
+  /**
+   * Opens a blob for reading. Holding the descriptor keeps the bytes readable even if the file is unlinked
+   * (evicted) meanwhile, so a reader that got a reader always receives the whole blob.
+   */
+  async openReader(d: Digest): Promise<BlobReader | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.layout.blobPath(d), 'r');
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') {
+        this.sizes.delete(d.value);
+        return undefined;
+      }
+      throw e;
+    }
+    const size = this.sizes.get(d.value) ?? (await fh.stat()).size;
+    let closed = false;
+    let streaming = false;
+    return {
+      size,
+      stream: (range) => {
+        streaming = true;
+        // The stream owns the descriptor from here and closes it when done or destroyed.
+        return fh.createReadStream({ start: range?.start ?? 0, end: range?.end, highWaterMark: 256 * 1024 });
+      },
+      close: async () => {
+        if (closed || streaming) return;
+        closed = true;
+        await fh.close();
+      },
+    };
+  }
+
+  /** A fresh temp path on the same filesystem as the blobs, so commit is a rename. */
+  tempPath(): string {
+    return `${this.layout.tmp}/${randomUUID()}`;
+  }
+
+  /**
+   * Moves a fully written, already fsynced file into place as blob `d`. The caller has verified its digest.
+   * Two writers committing the same digest both succeed: rename replaces atomically with identical bytes.
+   */
+  async commit(path: string, d: Digest, size: number): Promise<void> {
+    const dir = this.layout.blobDir(d);
+    if (!this.knownDirs.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      this.knownDirs.add(dir);
+    }
+    if (this.sizes.has(d.value)) {
+      await unlinkIfExists(path);
+      return;
+    }
+    await rename(path, this.layout.blobPath(d));
+    await fsyncDir(dir);
+    this.sizes.set(d.value, size);
+  }
+
+  /**
+   * Streams `source` into a new blob, hashing in the same pass, and commits it only if it hashes to `expected`
+   * (and has `expectedSize` bytes, when given). Nothing is left behind on mismatch or error.
+   */
+  async write(source: Readable, expected: Digest, expectedSize?: number): Promise<number> {
+    let size = 0;
+    const tmp = await this.writeTemp(async (fh) => {
+      const hash = newHash(expected.algorithm);
+      size = await writeStream(source, fh, (c) => hash.update(c));
+      if (expectedSize !== undefined && size !== expectedSize) {
+        throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
+      }
+      const actual = digestFromHash(hash, expected.algorithm);
+      if (actual.value !== expected.value) {
+        throw new OciError('DIGEST_INVALID', `content hashes to ${actual.value}, not ${expected.value}`, {
+          expected: expected.value,
+          actual: actual.value,
+        });
+      }
+    });
+    await this.commit(tmp, expected, size);
+    return size;
+  }
+
+  /** Stores small in-memory content (a manifest) whose digest the caller computed from these exact bytes. */
+  async writeBuffer(data: Uint8Array, d: Digest): Promise<void> {
+    if (this.sizes.has(d.value)) return;
+    const tmp = await this.writeTemp((fh) => fh.writeFile(data));
+    await this.commit(tmp, d, data.byteLength);
+  }
+
+  /** Fills a new temp file and fsyncs it; the file is removed if filling fails. */
+  private async writeTemp(fill: (fh: FileHandle) => Promise<void>): Promise<string> {
+    const tmp = this.tempPath();
+    const fh = await open(tmp, 'wx');
+    try {
+      await fill(fh);
+      await fh.sync();
+    } catch (e) {
+      await fh.close();
+      await unlinkIfExists(tmp);
+      throw storageError(e);
+    }
+    await fh.close();
+    return tmp;
+  }
+
+  async delete(d: Digest): Promise<boolean> {
+    const removed = await unlinkIfExists(this.layout.blobPath(d));
+    this.sizes.delete(d.value);
+    if (removed) await fsyncDir(this.layout.blobDir(d));
+    return removed;
+  }
+
+  /** Temp files belong to writes that were in flight when a previous process died: none can complete now. */
+  async removeLeftovers(): Promise<number> {
+    const names = await readdir(this.layout.tmp).catch(() => [] as string[]);
+    await Promise.all(names.map((n) => rm(`${this.layout.tmp}/${n}`, { recursive: true, force: true })));
+    return names.length;
+  }
+}

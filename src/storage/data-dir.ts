@@ -1,0 +1,44 @@
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import lockfile from 'proper-lockfile';
+import { errnoCode } from '../core/errors.js';
+import type { Layout } from './layout.js';
+
+export class DataDirError extends Error {}
+
+/**
+ * Exclusive ownership of a data directory by one daemon. The lock (proper-lockfile: a lock folder whose mtime
+ * is refreshed, so a crashed holder goes stale instead of blocking forever) is taken before anything is read;
+ * the holder's pid is written beside it so that a refused second daemon can name it.
+ */
+export async function acquireDataDir(layout: Layout, onCompromised: (err: Error) => void): Promise<() => Promise<void>> {
+  try {
+    await mkdir(layout.root, { recursive: true });
+    // As root, permission bits do not stop us; only an actual write proves the directory is usable.
+    await writeFile(`${layout.root}/.write-probe`, '');
+    await rm(`${layout.root}/.write-probe`);
+  } catch (e) {
+    throw new DataDirError(`data directory ${layout.root} is not writable: ${(e as Error).message}`);
+  }
+  let release: () => Promise<void>;
+  try {
+    release = await lockfile.lock(layout.root, {
+      lockfilePath: `${layout.root}/daemon.lock`,
+      stale: 30_000,
+      update: 10_000,
+      retries: 0,
+      realpath: false,
+      onCompromised,
+    });
+  } catch (e) {
+    if (errnoCode(e) === 'ELOCKED') {
+      const pid = (await readFile(layout.pidFile, 'utf8').catch(() => '')).trim() || 'unknown';
+      throw new DataDirError(`data directory ${layout.root} is in use by another buildcached (pid ${pid})`);
+    }
+    throw e;
+  }
+  await writeFile(layout.pidFile, `${process.pid}\n`);
+  return async () => {
+    await rm(layout.pidFile, { force: true });
+    await release();
+  };
+}

@@ -1,0 +1,126 @@
+import { open, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { OciError, errnoCode } from '../core/errors.js';
+
+/** Makes a rename or unlink durable: without it a crash can forget the directory entry. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Removes a file; a file that is already gone is not an error (idempotent cleanup). */
+export async function unlinkIfExists(path: string): Promise<boolean> {
+  try {
+    await unlink(path);
+    return true;
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/**
+ * Writes small content so that `path` holds either the old or the new bytes after a crash, never a mix:
+ * temp file in `tmpDir` (same filesystem), fsync, rename over, fsync the directory.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, tmpDir: string): Promise<void> {
+  const tmp = `${tmpDir}/${randomUUID()}`;
+  const fh = await open(tmp, 'wx');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await unlinkIfExists(tmp);
+    throw e;
+  }
+  await fh.close();
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await rename(tmp, path);
+  } catch (e) {
+    await unlinkIfExists(tmp);
+    throw e;
+  }
+  await fsyncDir(dirname(path));
+}
+
+const HIGH_WATER = 4 * 1024 * 1024;
+
+/**
+ * Copies a byte stream to a file handle at its append position, calling `onChunk` (the hasher) on every chunk in
+ * the same pass. Writes are batched with writev while the network keeps reading; reading pauses once 4 MiB wait
+ * for the disk, so memory stays bounded whatever the blob size. Resolves with the bytes written once all are
+ * written; on a source or write error it rejects only after any in-flight write finished (so the caller may
+ * truncate), and lets the source drain so that an error response can still be sent on the same connection.
+ */
+export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: Buffer) => void): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let queue: Buffer[] = [];
+    let queued = 0;
+    let total = 0;
+    let pumping: Promise<void> | undefined;
+    let ended = false;
+    let settled = false;
+
+    const settle = (err?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      source.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      if (err !== undefined) {
+        source.on('error', () => {});
+        if (!source.destroyed) source.resume();
+      }
+      void Promise.resolve(pumping).then(() => (err === undefined ? resolve(total) : reject(err)));
+    };
+    const pump = async (): Promise<void> => {
+      try {
+        while (queue.length > 0 && !settled) {
+          const batch = queue;
+          queue = [];
+          queued = 0;
+          await fh.writev(batch);
+          if (!ended) source.resume();
+        }
+      } catch (e) {
+        pumping = undefined;
+        settle(e);
+        return;
+      }
+      pumping = undefined;
+      if (ended) settle();
+    };
+    const onData = (chunk: Buffer): void => {
+      onChunk(chunk);
+      total += chunk.length;
+      queue.push(chunk);
+      queued += chunk.length;
+      if (queued >= HIGH_WATER) source.pause();
+      pumping ??= pump();
+    };
+    const onEnd = (): void => {
+      ended = true;
+      if (!pumping) settle();
+    };
+    const onError = (e: unknown): void => settle(e);
+    const onClose = (): void => {
+      if (!ended) settle(new Error('the client closed the connection before the body was complete'));
+    };
+    source.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
+}
+
+/** A full disk is the client's problem to hear about clearly (and the evictor's to fix), not an internal error. */
+export function storageError(e: unknown): unknown {
+  const code = errnoCode(e);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new OciError('STORAGE_FULL', 'the cache disk is full; nothing was stored, retry after eviction frees space');
+  }
+  return e;
+}

@@ -1,0 +1,47 @@
+import { join } from 'node:path';
+import type { Digest } from '../core/digest.js';
+
+/**
+ * Where everything lives under the data directory. Every path is built from validated names, tags, digests and
+ * upload ids only. Repository internals use `_`-prefixed folders, which no valid name component can start with,
+ * so repository `a/_tags` cannot collide with the tags of `a`.
+ */
+export class Layout {
+  readonly blobs: string;
+  readonly uploads: string;
+  readonly repositories: string;
+  readonly tmp: string;
+  readonly pidFile: string;
+
+  constructor(readonly root: string) {
+    this.blobs = join(root, 'blobs');
+    this.uploads = join(root, 'uploads');
+    this.repositories = join(root, 'repositories');
+    this.tmp = join(root, 'tmp');
+    this.pidFile = join(root, 'daemon.pid');
+  }
+
+  blobDir(d: Digest): string {
+    return join(this.blobs, d.algorithm, d.hex.slice(0, 2));
+  }
+
+  blobPath(d: Digest): string {
+    return join(this.blobDir(d), d.hex);
+  }
+
+  uploadDir(id: string): string {
+    return join(this.uploads, id);
+  }
+
+  repository(name: string): string {
+    return join(this.repositories, name);
+  }
+
+  manifestMeta(name: string, d: Digest): string {
+    return join(this.repositories, name, '_manifests', d.algorithm, `${d.hex}.json`);
+  }
+
+  tag(name: string, tag: string): string {
+    return join(this.repositories, name, '_tags', tag);
+  }
+}

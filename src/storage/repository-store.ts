@@ -1,0 +1,149 @@
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { OciError } from '../core/errors.js';
+import { parseDigest, tryParseDigest } from '../core/digest.js';
+import { fsyncDir, unlinkIfExists, writeFileAtomic } from './fs-util.js';
+import type { Layout } from './layout.js';
+
+/** What a repository records about a manifest it holds (the bytes live in the blob store). */
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** Digests this manifest references (config, layers, index entries): the edges for reachability. */
+  references: string[];
+  subject?: string;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+interface Repository {
+  tags: Map<string, string>;
+  manifests: Map<string, ManifestRecord>;
+}
+
+/**
+ * Tags and manifest records per repository, on disk as small files replaced atomically, mirrored in memory so
+ * that reads need no disk access. A tag file holds the digest it points to; a manifest record is JSON.
+ */
+export class RepositoryStore {
+  private readonly repos = new Map<string, Repository>();
+
+  constructor(private readonly layout: Layout) {}
+
+  async open(): Promise<void> {
+    await mkdir(this.layout.repositories, { recursive: true });
+    await this.loadTree('');
+  }
+
+  /** Walks `repositories/`: a folder with `_manifests` or `_tags` is a repository; others are name prefixes. */
+  private async loadTree(prefix: string): Promise<void> {
+    const dir = prefix ? join(this.layout.repositories, prefix) : this.layout.repositories;
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
+    if (prefix && (names.has('_manifests') || names.has('_tags'))) await this.loadRepository(prefix);
+    await Promise.all(
+      [...names].filter((n) => !n.startsWith('_')).map((n) => this.loadTree(prefix ? `${prefix}/${n}` : n)),
+    );
+  }
+
+  private async loadRepository(name: string): Promise<void> {
+    const repo = this.repo(name, true);
+    const base = this.layout.repository(name);
+    for (const algorithm of await readdir(join(base, '_manifests')).catch(() => [] as string[])) {
+      for (const file of await readdir(join(base, '_manifests', algorithm)).catch(() => [] as string[])) {
+        const digest = tryParseDigest(`${algorithm}:${file.replace(/\.json$/, '')}`);
+        if (!digest) continue;
+        try {
+          const rec = JSON.parse(await readFile(join(base, '_manifests', algorithm, file), 'utf8')) as ManifestRecord;
+          if (rec.digest === digest.value) repo.manifests.set(digest.value, rec);
+        } catch {
+          // A record is written atomically, so an unreadable one is foreign: skip it rather than refuse to start.
+        }
+      }
+    }
+    for (const tag of await readdir(join(base, '_tags')).catch(() => [] as string[])) {
+      const target = (await readFile(join(base, '_tags', tag), 'utf8').catch(() => '')).trim();
+      if (repo.manifests.has(target)) repo.tags.set(tag, target);
+    }
+  }
+
+  private repo(name: string, create: true): Repository;
+  private repo(name: string, create?: false): Repository | undefined;
+  private repo(name: string, create = false): Repository | undefined {
+    let r = this.repos.get(name);
+    if (!r && create) {
+      r = { tags: new Map(), manifests: new Map() };
+      this.repos.set(name, r);
+    }
+    return r;
+  }
+
+  hasRepository(name: string): boolean {
+    return this.repos.has(name);
+  }
+
+  /** Sorted repository names (those holding at least one manifest). */
+  repositories(): string[] {
+    return [...this.repos.entries()].filter(([, r]) => r.manifests.size > 0).map(([n]) => n).sort();
+  }
+
+  tags(name: string): string[] | undefined {
+    const r = this.repo(name);
+    return r ? [...r.tags.keys()].sort() : undefined;
+  }
+
+  resolveTag(name: string, tag: string): string | undefined {
+    return this.repo(name)?.tags.get(tag);
+  }
+
+  manifest(name: string, digest: string): ManifestRecord | undefined {
+    return this.repo(name)?.manifests.get(digest);
+  }
+
+  manifests(name: string): ManifestRecord[] {
+    return [...(this.repo(name)?.manifests.values() ?? [])];
+  }
+
+  /** Every manifest record of every repository: the roots for reachability. */
+  *allManifests(): Iterable<[string, ManifestRecord]> {
+    for (const [name, r] of this.repos) for (const m of r.manifests.values()) yield [name, m];
+  }
+
+  /** Records a manifest (whose bytes are already committed) and optionally points a tag at it. */
+  async putManifest(name: string, rec: ManifestRecord, tag?: string): Promise<void> {
+    const repo = this.repo(name, true);
+    if (!repo.manifests.has(rec.digest)) {
+      await writeFileAtomic(this.layout.manifestMeta(name, parseDigest(rec.digest)), JSON.stringify(rec), this.layout.tmp);
+      repo.manifests.set(rec.digest, rec);
+    }
+    if (tag !== undefined && repo.tags.get(tag) !== rec.digest) {
+      // Last writer wins: the rename replaces whatever the tag pointed to.
+      await writeFileAtomic(this.layout.tag(name, tag), rec.digest, this.layout.tmp);
+      repo.tags.set(tag, rec.digest);
+    }
+  }
+
+  async deleteTag(name: string, tag: string): Promise<void> {
+    const repo = this.repo(name);
+    if (!repo?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
+    repo.tags.delete(tag);
+    await unlinkIfExists(this.layout.tag(name, tag));
+    await fsyncDir(join(this.layout.repository(name), '_tags'));
+  }
+
+  /** Removes a manifest from a repository together with every tag pointing at it (tags first). */
+  async deleteManifest(name: string, digest: string): Promise<void> {
+    const repo = this.repo(name);
+    if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
+    for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag);
+    repo.manifests.delete(digest);
+    const path = this.layout.manifestMeta(name, parseDigest(digest));
+    await unlinkIfExists(path);
+    if (repo.manifests.size === 0 && repo.tags.size === 0) {
+      this.repos.delete(name);
+      await rm(join(this.layout.repository(name), '_manifests'), { recursive: true, force: true });
+      await rm(join(this.layout.repository(name), '_tags'), { recursive: true, force: true });
+    }
+  }
+}
