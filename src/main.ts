@@ -1,26 +1,44 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
+import { parseDuration } from './config/units.js';
+import type { Config } from './config/schema.js';
 import { createLogger } from './observability/logger.js';
 import { ListenError, startServer } from './server.js';
 import { DataDirError } from './storage/data-dir.js';
+import { callAdmin } from './cli/store-access.js';
+import { formatReferences, formatReport, formatStatus } from './cli/format.js';
+
+interface StoreFlags {
+  config?: string;
+  data?: string;
+  json?: boolean;
+}
 
 const program = new Command()
   .name('buildcached')
   .description('A registry cache daemon for BuildKit layer caches (OCI Distribution API)')
   .showHelpAfterError();
 
-program
-  .command('serve')
-  .description('run the daemon')
-  .addOption(new Option('-c, --config <file>', 'YAML config file').env('BUILDCACHED_CONFIG'))
+/** Every command finds its store the same way: --config/--data, then env, then the defaults. */
+function storeCommand(name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .addOption(new Option('-c, --config <file>', 'YAML config file').env('BUILDCACHED_CONFIG'))
+    .option('-d, --data <dir>', 'data directory (env BUILDCACHED_DATA)');
+}
+
+const configFor = (opts: StoreFlags & { listen?: string }): Promise<Config> =>
+  loadConfig({ file: opts.config, overrides: { listen: opts.listen, storage: { dir: opts.data } } });
+
+const print = (json: boolean | undefined, value: unknown, human: string) =>
+  process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human}\n`);
+
+storeCommand('serve', 'run the daemon')
   .option('-l, --listen <host:port>', 'address to listen on (env BUILDCACHED_LISTEN)')
-  .option('-d, --data <dir>', 'data directory (env BUILDCACHED_DATA)')
-  .action(async (opts: { config?: string; listen?: string; data?: string }) => {
-    const config = await loadConfig({
-      file: opts.config,
-      overrides: { listen: opts.listen, storage: { dir: opts.data } },
-    });
+  .action(async (opts: StoreFlags & { listen?: string }) => {
+    const config = await configFor(opts);
     const log = createLogger(config.log.level);
     const running = await startServer(config, log);
     const stop = (signal: string) => {
@@ -40,9 +58,58 @@ program
     process.once('SIGINT', () => stop('SIGINT'));
   });
 
+storeCommand('status', 'show disk use, budget, references and evictions')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags) => {
+    const status = await callAdmin(await configFor(opts), { method: 'GET', path: '/admin/v1/status', direct: (a) => a.status() });
+    print(opts.json, status, formatStatus(status));
+  });
+
+storeCommand('du', 'list cache references by size, with last use')
+  .option('--repo <prefix>', 'only repositories under this prefix')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags & { repo?: string }) => {
+    const q = opts.repo ? `?repo=${encodeURIComponent(opts.repo)}` : '';
+    const { references } = await callAdmin(await configFor(opts), {
+      method: 'GET',
+      path: `/admin/v1/du${q}`,
+      direct: async (a) => ({ references: a.du(opts.repo) }),
+    });
+    print(opts.json, references, formatReferences(references));
+  });
+
+storeCommand('gc', 'collect garbage and evict down to the low watermark now')
+  .option('--dry-run', 'list what would be removed, remove nothing')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags & { dryRun?: boolean }) => {
+    const report = await callAdmin(await configFor(opts), {
+      method: 'POST',
+      path: `/admin/v1/gc${opts.dryRun ? '?dryRun=1' : ''}`,
+      direct: (a) => a.gc(!!opts.dryRun),
+    });
+    print(opts.json, report, formatReport(report));
+  });
+
+storeCommand('prune', 'remove cache references not used for a while')
+  .requiredOption('--older-than <duration>', 'last use older than this (e.g. 7d, 12h)')
+  .option('--repo <prefix>', 'only repositories under this prefix')
+  .option('--dry-run', 'list what would be removed, remove nothing')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags & { olderThan: string; repo?: string; dryRun?: boolean }) => {
+    const ms = parseDuration(opts.olderThan);
+    if (ms === undefined) throw new ConfigError(`--older-than: "${opts.olderThan}" is not a duration (examples: 7d, 12h)`);
+    const q = new URLSearchParams({ olderThan: opts.olderThan, ...(opts.repo ? { repo: opts.repo } : {}), ...(opts.dryRun ? { dryRun: '1' } : {}) });
+    const report = await callAdmin(await configFor(opts), {
+      method: 'POST',
+      path: `/admin/v1/prune?${q}`,
+      direct: (a) => a.prune(ms, opts.repo, !!opts.dryRun),
+    });
+    print(opts.json, report, formatReport(report));
+  });
+
 program.parseAsync().catch((e: unknown) => {
   // Expected failures get one clear line; anything else keeps its stack.
   const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError;
-  process.stderr.write(`buildcached: ${known ? (e as Error).message : (e as Error)?.stack ?? String(e)}\n`);
+  process.stderr.write(`buildcached: ${known ? (e as Error).message : ((e as Error)?.stack ?? String(e))}\n`);
   process.exit(1);
 });

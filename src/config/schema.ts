@@ -19,17 +19,42 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return n;
 });
 
+/** "500GiB", 1073741824 or "85%" (of the data directory's filesystem). */
+const budget = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const pct = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v) : null;
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (percent > 0 && percent <= 100) return { percent };
+  } else {
+    const bytes = parseBytes(v);
+    if (bytes !== undefined && bytes > 0) return { bytes };
+  }
+  ctx.addIssue({ code: 'custom', message: `"${v}" is not a budget (examples: 500GiB, 85%)` });
+  return z.NEVER;
+});
+
+const fraction = z.number().gt(0).lt(1);
+
 const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 127.0.0.1:5000')
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0–65535');
 
 /** The whole configuration. Unknown keys are errors, so a typo never silently falls back to a default. */
 export const configSchema = z.strictObject({
   listen,
-  storage: z.strictObject({
-    dir: z.string().min(1),
-    uploadTtl: duration,
-    deleteEnabled: z.boolean(),
-  }),
+  storage: z
+    .strictObject({
+      dir: z.string().min(1),
+      maxBytes: budget,
+      highWatermark: fraction,
+      lowWatermark: fraction,
+      pushGraceSeconds: z.number().int().min(0),
+      uploadTtl: duration,
+      deleteEnabled: z.boolean(),
+    })
+    .refine((s) => s.lowWatermark < s.highWatermark, {
+      message: 'lowWatermark must be below highWatermark',
+      path: ['lowWatermark'],
+    }),
   registry: z.strictObject({
     maxManifestBytes: bytes,
     automaticCrossMount: z.boolean(),

@@ -30,6 +30,11 @@ export function parseBytes(v: string | number): number | undefined {
 /** "24h", "15m", "7d", or milliseconds as a number → milliseconds; undefined when it is not a duration. */
 export function parseDuration(v: string | number): number | undefined {
   if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v : undefined;
-  const n = ms(v as ms.StringValue) as number | undefined;
+  let n: number | undefined;
+  try {
+    n = ms(v as ms.StringValue) as number | undefined;
+  } catch {
+    return undefined; // ms throws on an empty (or over-long) string instead of returning undefined
+  }
   return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? n : undefined;
 }

@@ -4,15 +4,19 @@ import type { Logger } from '../observability/logger.js';
 import { OciError } from '../core/errors.js';
 import { errorHandler } from './oci-errors.js';
 import { requestLog } from './request-log.js';
-import { baseRoutes } from './routes/base.js';
-import { blobRoutes } from './routes/blobs.js';
-import { uploadRoutes } from './routes/uploads.js';
-import { manifestRoutes } from './routes/manifests.js';
-import { listingRoutes } from './routes/listing.js';
+import { BASE_PATH, baseRoutes } from './routes/base.js';
+import { BLOB_PATH, blobRoutes } from './routes/blobs.js';
+import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/uploads.js';
+import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
+import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
+import { adminRoutes } from './routes/admin.js';
+import type { Admin } from '../cache/admin.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
+  /** The operator API under /admin/v1 (status, du, gc, prune); absent in tests that do not need it. */
+  admin?: Admin;
 }
 
 /**
@@ -27,6 +31,27 @@ const safePath: RequestHandler = (req, _res, next) => {
   next();
 };
 
+/** Every API path with the methods its router serves (HEAD comes with GET), for 405 + `Allow` vs 404. */
+const API_ROUTES: ReadonlyArray<readonly [RegExp, readonly string[]]> = [
+  [BASE_PATH, ['GET', 'HEAD']],
+  [CATALOG_PATH, ['GET', 'HEAD']],
+  [TAGS_LIST_PATH, ['GET', 'HEAD']],
+  [REFERRERS_PATH, ['GET', 'HEAD']],
+  [UPLOAD_START_PATH, ['POST']],
+  [UPLOAD_SESSION_PATH, ['GET', 'HEAD', 'PATCH', 'PUT', 'DELETE']],
+  [BLOB_PATH, ['GET', 'HEAD', 'DELETE']],
+  [MANIFEST_PATH, ['GET', 'HEAD', 'PUT', 'DELETE']],
+];
+
+/** A path that some route serves, reached with a method none of them serves: 405 UNSUPPORTED with `Allow`. */
+const methodNotAllowed: RequestHandler = (req, res, next) => {
+  const allowed = new Set<string>();
+  for (const [path, methods] of API_ROUTES) if (path.test(req.path)) for (const m of methods) allowed.add(m);
+  if (allowed.size === 0) return next();
+  res.set('Allow', [...allowed].join(', '));
+  next(new OciError('UNSUPPORTED', `${req.method} is not supported on this path`));
+};
+
 export function createApp(registry: Registry, log: Logger, opts: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -34,6 +59,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.set('query parser', 'simple');
   app.use(requestLog(log));
   app.use(healthRoutes());
+  if (opts.admin) app.use(adminRoutes(opts.admin));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();
@@ -44,9 +70,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use(uploadRoutes(registry));
   app.use(blobRoutes(registry));
   app.use(manifestRoutes(registry, opts.maxManifestBytes));
-  app.use('/v2', (req, _res, next) => {
-    next(new OciError('UNSUPPORTED', `${req.method} is not supported on this path`));
-  });
+  app.use(methodNotAllowed);
   app.use((_req, res) => {
     res.status(404).json({ errors: [{ code: 'NOT_FOUND', message: 'not found', detail: null }] });
   });

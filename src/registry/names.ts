@@ -35,3 +35,18 @@ export function parseReference(ref: string): Reference {
   if (!isValidTag(ref)) throw new OciError('TAG_INVALID', `invalid tag "${truncate(ref)}"`, { tag: truncate(ref) });
   return { kind: 'tag', tag: ref };
 }
+
+/**
+ * A reference used to look a manifest up. A string that cannot be a tag cannot name a stored manifest either, so
+ * it is MANIFEST_UNKNOWN (404), as the conformance suite expects; a malformed digest stays DIGEST_INVALID.
+ */
+export function lookupReference(ref: string): Reference {
+  try {
+    return parseReference(ref);
+  } catch (e) {
+    if (e instanceof OciError && e.code === 'TAG_INVALID') {
+      throw new OciError('MANIFEST_UNKNOWN', `manifest ${truncate(ref)} is unknown`, { reference: truncate(ref) });
+    }
+    throw e;
+  }
+}

@@ -14,6 +14,18 @@ export interface RegistryOptions {
   deleteEnabled: boolean;
 }
 
+/**
+ * What the cache layer learns from traffic: uses that order eviction, HEADs and mounts that protect a blob while
+ * a push is in progress, writes that may cross the budget, and a full disk.
+ */
+export interface CacheHooks {
+  blobProbed(digest: string): void;
+  blobRead(digest: string): void;
+  written(digest: string): void;
+  manifestUsed(repo: string, digest: string, tag: string | undefined): void;
+  storageFull(): void;
+}
+
 export interface StoredManifest {
   record: ManifestRecord;
   reader: BlobReader;
@@ -36,34 +48,55 @@ export class Registry {
     readonly uploads: UploadStore,
     readonly repos: RepositoryStore,
     private readonly options: RegistryOptions,
+    private readonly cache: CacheHooks,
   ) {}
 
-  blobSize(d: Digest): number {
+  private size(d: Digest): number {
     const size = this.blobs.size(d.value);
     if (size === undefined) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
+    return size;
+  }
+
+  /** HEAD: answered from memory, and protects the blob for the push grace window (BuildKit skips its upload). */
+  headBlob(d: Digest): number {
+    const size = this.size(d);
+    this.cache.blobProbed(d.value);
     return size;
   }
 
   async openBlob(d: Digest): Promise<BlobReader> {
     const reader = this.blobs.has(d.value) ? await this.blobs.openReader(d) : undefined;
     if (!reader) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
+    this.cache.blobRead(d.value);
     return reader;
   }
 
   async deleteBlob(d: Digest): Promise<void> {
     if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
-    this.blobSize(d);
-    for (const [name, m] of this.repos.allManifests()) {
-      if (m.references.includes(d.value) || m.digest === d.value) {
-        throw new OciError('DENIED', `blob ${d.value} is still referenced by ${name}@${m.digest}`);
-      }
+    this.size(d);
+    const holders = this.repos.referenceCount(d.value);
+    if (holders > 0) {
+      // 405 rather than 403: clients treat it as "this registry does not delete this", never as a failed login.
+      throw new OciError('UNSUPPORTED', `blob ${d.value} is still referenced by ${holders} manifest(s); delete them first`);
     }
     await this.blobs.delete(d);
   }
 
+  /** Reports what a write committed (or that the disk is full) to the cache layer. */
+  private async writing<T>(digest: string | undefined, op: Promise<T>): Promise<T> {
+    try {
+      const result = await op;
+      if (digest) this.cache.written(digest);
+      return result;
+    } catch (e) {
+      if (e instanceof OciError && e.code === 'STORAGE_FULL') this.cache.storageFull();
+      throw e;
+    }
+  }
+
   /** Monolithic upload: the whole blob in one request, verified against its digest before it exists. */
   putBlob(body: Readable, d: Digest, length?: number): Promise<number> {
-    return this.blobs.write(body, d, length);
+    return this.writing(d.value, this.blobs.write(body, d, length));
   }
 
   /**
@@ -72,7 +105,9 @@ export class Registry {
    */
   canMount(d: Digest, from: string | undefined): boolean {
     if (from === undefined && !this.options.automaticCrossMount) return false;
-    return this.blobs.has(d.value);
+    if (!this.blobs.has(d.value)) return false;
+    this.cache.blobProbed(d.value);
+    return true;
   }
 
   startUpload(name: string): Promise<UploadSession> {
@@ -84,11 +119,11 @@ export class Registry {
   }
 
   appendChunk(s: UploadSession, body: Readable, opts: ChunkOptions): Promise<number> {
-    return this.uploads.append(s, body, opts);
+    return this.writing(undefined, this.uploads.append(s, body, opts));
   }
 
   finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
-    return this.uploads.finish(s, d, body, opts);
+    return this.writing(d.value, this.uploads.finish(s, d, body, opts));
   }
 
   cancelUpload(s: UploadSession): Promise<void> {
@@ -108,7 +143,10 @@ export class Registry {
       });
     }
     const parsed = parseManifest(body, contentType);
-    const missing = requiredDigests(parsed).filter((d) => !this.blobs.has(d));
+    const required = requiredDigests(parsed);
+    // Protect before checking: eviction must not remove a blob between this check and the record being written.
+    for (const d of required) if (this.blobs.has(d)) this.cache.blobProbed(d);
+    const missing = required.filter((d) => !this.blobs.has(d));
     if (missing.length > 0) {
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} unknown blob(s), first ${missing[0]}`, {
         digests: missing.slice(0, 20),
@@ -124,8 +162,10 @@ export class Registry {
     const artifactType = referrerArtifactType(parsed);
     if (artifactType) record.artifactType = artifactType;
     if (parsed.annotations) record.annotations = parsed.annotations;
-    await this.blobs.writeBuffer(body, digest);
-    await this.repos.putManifest(name, record, ref.kind === 'tag' ? ref.tag : undefined);
+    const tag = ref.kind === 'tag' ? ref.tag : undefined;
+    await this.writing(digest.value, this.blobs.writeBuffer(body, digest));
+    await this.writing(undefined, this.repos.putManifest(name, record, tag));
+    this.cache.manifestUsed(name, digest.value, tag);
     return record;
   }
 
@@ -136,6 +176,7 @@ export class Registry {
       const what = ref.kind === 'tag' ? `${name}:${ref.tag}` : `${name}@${ref.digest.value}`;
       throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
     }
+    this.cache.manifestUsed(name, record.digest, ref.kind === 'tag' ? ref.tag : undefined);
     return record;
   }
 

@@ -21,21 +21,29 @@ export interface BlobReader {
 export class BlobStore {
   private readonly sizes = new Map<string, number>();
   private readonly knownDirs = new Set<string>();
+  private total = 0;
 
   constructor(private readonly layout: Layout) {}
 
-  /** Loads the size index by walking the blob tree once at start-up. */
-  async open(): Promise<void> {
+  /**
+   * Loads the size index by walking the blob tree once at start-up, reporting each blob's file time to `onBlob`
+   * (the recency tracker seeds blobs it has no record of).
+   */
+  async open(onBlob?: (digest: string, size: number, mtimeMs: number) => void): Promise<void> {
     await mkdir(this.layout.blobs, { recursive: true });
     await mkdir(this.layout.tmp, { recursive: true });
     for (const algorithm of await readdir(this.layout.blobs)) {
       const algoDir = `${this.layout.blobs}/${algorithm}`;
       const prefixes = await readdir(algoDir).catch(() => [] as string[]);
-      await Promise.all(prefixes.map((p) => this.loadPrefix(algorithm, `${algoDir}/${p}`)));
+      await Promise.all(prefixes.map((p) => this.loadPrefix(algorithm, `${algoDir}/${p}`, onBlob)));
     }
   }
 
-  private async loadPrefix(algorithm: string, dir: string): Promise<void> {
+  private async loadPrefix(
+    algorithm: string,
+    dir: string,
+    onBlob?: (digest: string, size: number, mtimeMs: number) => void,
+  ): Promise<void> {
     const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
     this.knownDirs.add(dir);
     for (const e of entries) {
@@ -43,12 +51,32 @@ export class BlobStore {
       const digest = tryParseDigest(`${algorithm}:${e.name}`);
       if (!digest) continue;
       const st = await stat(`${dir}/${e.name}`);
-      this.sizes.set(digest.value, st.size);
+      this.index(digest.value, st.size);
+      onBlob?.(digest.value, st.size, st.mtimeMs);
     }
+  }
+
+  private index(digest: string, size: number): void {
+    this.total += size - (this.sizes.get(digest) ?? 0);
+    this.sizes.set(digest, size);
+  }
+
+  private unindex(digest: string): void {
+    this.total -= this.sizes.get(digest) ?? 0;
+    this.sizes.delete(digest);
   }
 
   get count(): number {
     return this.sizes.size;
+  }
+
+  /** Bytes of all committed blobs. */
+  get bytes(): number {
+    return this.total;
+  }
+
+  digests(): IterableIterator<[string, number]> {
+    return this.sizes.entries();
   }
 
   /** Size of a present blob, from memory. */
@@ -70,7 +98,7 @@ export class BlobStore {
       fh = await open(this.layout.blobPath(d), 'r');
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') {
-        this.sizes.delete(d.value);
+        this.unindex(d.value);
         return undefined;
       }
       throw e;
@@ -114,7 +142,7 @@ export class BlobStore {
     }
     await rename(path, this.layout.blobPath(d));
     await fsyncDir(dir);
-    this.sizes.set(d.value, size);
+    this.index(d.value, size);
   }
 
   /**
@@ -165,8 +193,8 @@ export class BlobStore {
   }
 
   async delete(d: Digest): Promise<boolean> {
+    this.unindex(d.value);
     const removed = await unlinkIfExists(this.layout.blobPath(d));
-    this.sizes.delete(d.value);
     if (removed) await fsyncDir(this.layout.blobDir(d));
     return removed;
   }

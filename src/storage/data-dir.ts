@@ -31,14 +31,33 @@ export async function acquireDataDir(layout: Layout, onCompromised: (err: Error)
     });
   } catch (e) {
     if (errnoCode(e) === 'ELOCKED') {
-      const pid = (await readFile(layout.pidFile, 'utf8').catch(() => '')).trim() || 'unknown';
+      const pid = (await readOwner(layout))?.pid ?? 'unknown';
       throw new DataDirError(`data directory ${layout.root} is in use by another buildcached (pid ${pid})`);
     }
     throw e;
   }
-  await writeFile(layout.pidFile, `${process.pid}\n`);
+  await recordOwner(layout, {});
   return async () => {
     await rm(layout.pidFile, { force: true });
     await release();
   };
+}
+
+/** Who holds the data directory, and where its HTTP API answers (once it listens). */
+export interface Owner {
+  pid: number;
+  url?: string;
+}
+
+export async function recordOwner(layout: Layout, info: { url?: string }): Promise<void> {
+  await writeFile(layout.pidFile, `${JSON.stringify({ pid: process.pid, ...info })}\n`);
+}
+
+export async function readOwner(layout: Layout): Promise<Owner | undefined> {
+  try {
+    const o = JSON.parse(await readFile(layout.pidFile, 'utf8')) as Owner;
+    return typeof o.pid === 'number' ? o : undefined;
+  } catch {
+    return undefined;
+  }
 }

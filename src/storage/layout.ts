@@ -12,13 +12,15 @@ export class Layout {
   readonly repositories: string;
   readonly tmp: string;
   readonly pidFile: string;
+  readonly state: string;
 
   constructor(readonly root: string) {
     this.blobs = join(root, 'blobs');
     this.uploads = join(root, 'uploads');
     this.repositories = join(root, 'repositories');
     this.tmp = join(root, 'tmp');
-    this.pidFile = join(root, 'daemon.pid');
+    this.pidFile = join(root, 'daemon.json');
+    this.state = join(root, 'state');
   }
 
   blobDir(d: Digest): string {

@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OciError } from '../core/errors.js';
 import { parseDigest, tryParseDigest } from '../core/digest.js';
@@ -28,6 +28,8 @@ interface Repository {
  */
 export class RepositoryStore {
   private readonly repos = new Map<string, Repository>();
+  /** How many manifest records (in any repository) hold each digest: as their own bytes or as a reference. */
+  private readonly refCounts = new Map<string, number>();
 
   constructor(private readonly layout: Layout) {}
 
@@ -56,7 +58,7 @@ export class RepositoryStore {
         if (!digest) continue;
         try {
           const rec = JSON.parse(await readFile(join(base, '_manifests', algorithm, file), 'utf8')) as ManifestRecord;
-          if (rec.digest === digest.value) repo.manifests.set(digest.value, rec);
+          if (rec.digest === digest.value) this.addRecord(repo, rec);
         } catch {
           // A record is written atomically, so an unreadable one is foreign: skip it rather than refuse to start.
         }
@@ -77,6 +79,40 @@ export class RepositoryStore {
       this.repos.set(name, r);
     }
     return r;
+  }
+
+  private addRecord(repo: Repository, rec: ManifestRecord): void {
+    repo.manifests.set(rec.digest, rec);
+    this.countReferences(rec, 1);
+  }
+
+  private countReferences(rec: ManifestRecord, by: 1 | -1): void {
+    for (const d of new Set([rec.digest, ...rec.references])) {
+      const n = (this.refCounts.get(d) ?? 0) + by;
+      if (n > 0) this.refCounts.set(d, n);
+      else this.refCounts.delete(d);
+    }
+  }
+
+  /** Number of manifest records that keep `digest` alive; 0 means no live manifest needs the blob. */
+  referenceCount(digest: string): number {
+    return this.refCounts.get(digest) ?? 0;
+  }
+
+  /** Whether another manifest of the same repository (an index) lists this one. */
+  hasParent(name: string, digest: string): boolean {
+    for (const m of this.repo(name)?.manifests.values() ?? []) if (m.references.includes(digest)) return true;
+    return false;
+  }
+
+  isTagged(name: string, digest: string): boolean {
+    for (const target of this.repo(name)?.tags.values() ?? []) if (target === digest) return true;
+    return false;
+  }
+
+  /** Every tag of every repository with its target. */
+  *allTags(): Iterable<{ repo: string; tag: string; digest: string }> {
+    for (const [repo, r] of this.repos) for (const [tag, digest] of r.tags) yield { repo, tag, digest };
   }
 
   hasRepository(name: string): boolean {
@@ -115,7 +151,7 @@ export class RepositoryStore {
     const repo = this.repo(name, true);
     if (!repo.manifests.has(rec.digest)) {
       await writeFileAtomic(this.layout.manifestMeta(name, parseDigest(rec.digest)), JSON.stringify(rec), this.layout.tmp);
-      repo.manifests.set(rec.digest, rec);
+      this.addRecord(repo, rec);
     }
     if (tag !== undefined && repo.tags.get(tag) !== rec.digest) {
       // Last writer wins: the rename replaces whatever the tag pointed to.
@@ -137,13 +173,10 @@ export class RepositoryStore {
     const repo = this.repo(name);
     if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
     for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag);
+    this.countReferences(repo.manifests.get(digest)!, -1);
     repo.manifests.delete(digest);
     const path = this.layout.manifestMeta(name, parseDigest(digest));
     await unlinkIfExists(path);
-    if (repo.manifests.size === 0 && repo.tags.size === 0) {
-      this.repos.delete(name);
-      await rm(join(this.layout.repository(name), '_manifests'), { recursive: true, force: true });
-      await rm(join(this.layout.repository(name), '_tags'), { recursive: true, force: true });
-    }
+    // An emptied repository keeps its (empty) entry: its tag list still answers 200 with no tags.
   }
 }

@@ -185,6 +185,13 @@ export class UploadStore {
     }
   }
 
+  /** Bytes held by upload sessions (they count against the disk budget). A stat per session, no content read. */
+  async bytes(): Promise<number> {
+    const ids = await readdir(this.layout.uploads).catch(() => [] as string[]);
+    const sizes = await Promise.all(ids.map((id) => stat(this.dataPath(id)).then((st) => st.size, () => 0)));
+    return sizes.reduce((a, b) => a + b, 0);
+  }
+
   /** Removes sessions idle for longer than the TTL, and folders that never became valid sessions. */
   async sweep(now = Date.now()): Promise<number> {
     let removed = 0;

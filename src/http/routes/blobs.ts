@@ -4,7 +4,7 @@ import type { Registry } from '../../registry/registry.js';
 import { nameParam, pathDigest } from '../params.js';
 import { parseRange } from '../ranges.js';
 
-const BLOB = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
+export const BLOB_PATH = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
 
 function blobHeaders(res: Response, digest: string): void {
   res.set({
@@ -19,16 +19,16 @@ function blobHeaders(res: Response, digest: string): void {
 export function blobRoutes(registry: Registry): Router {
   const r = Router();
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
-  r.head(BLOB, (req, res) => {
+  r.head(BLOB_PATH, (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
     res.locals.repo = nameParam(req);
     const d = pathDigest(req);
-    const size = registry.blobSize(d);
+    const size = registry.headBlob(d);
     blobHeaders(res, d.value);
     res.set('Content-Length', String(size)).status(200).end();
   });
 
-  r.get(BLOB, async (req, res) => {
+  r.get(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
     res.locals.repo = nameParam(req);
     const d = pathDigest(req);
@@ -60,7 +60,7 @@ export function blobRoutes(registry: Registry): Router {
     });
   });
 
-  r.delete(BLOB, async (req, res) => {
+  r.delete(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
     res.locals.repo = nameParam(req);
     await registry.deleteBlob(pathDigest(req));

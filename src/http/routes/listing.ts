@@ -9,11 +9,15 @@ function linkNext(res: Response, path: string, page: Page, n: number | undefined
   res.set('Link', `<${path}?n=${n}&last=${encodeURIComponent(page.next)}>; rel="next"`);
 }
 
+export const TAGS_LIST_PATH = /^\/v2\/(.+)\/tags\/list$/;
+export const CATALOG_PATH = /^\/v2\/_catalog$/;
+export const REFERRERS_PATH = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
+
 /** Tags list, catalog and referrers: the read-only listings of the API. */
 export function listingRoutes(registry: Registry): Router {
   const r = Router();
 
-  r.get(/^\/v2\/(.+)\/tags\/list$/, (req, res) => {
+  r.get(TAGS_LIST_PATH, (req, res) => {
     res.locals.route = '/v2/<name>/tags/list';
     const name = nameParam(req);
     res.locals.repo = name;
@@ -23,7 +27,7 @@ export function listingRoutes(registry: Registry): Router {
     res.json({ name, tags: page.items });
   });
 
-  r.get(/^\/v2\/_catalog$/, (req, res) => {
+  r.get(CATALOG_PATH, (req, res) => {
     res.locals.route = '/v2/_catalog';
     const n = pageSize(req);
     const page = registry.catalog(n, queryParam(req, 'last'));
@@ -31,7 +35,7 @@ export function listingRoutes(registry: Registry): Router {
     res.json({ repositories: page.items });
   });
 
-  r.get(/^\/v2\/(.+)\/referrers\/([^/]+)$/, (req, res) => {
+  r.get(REFERRERS_PATH, (req, res) => {
     res.locals.route = '/v2/<name>/referrers/<digest>';
     const name = nameParam(req);
     res.locals.repo = name;

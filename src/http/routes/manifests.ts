@@ -2,11 +2,11 @@ import { Router, type Response } from 'express';
 import { pipeline } from 'node:stream/promises';
 import type { Registry } from '../../registry/registry.js';
 import type { ManifestRecord } from '../../storage/repository-store.js';
-import { parseReference } from '../../registry/names.js';
+import { lookupReference, parseReference } from '../../registry/names.js';
 import { readLimited } from '../body.js';
 import { nameParam } from '../params.js';
 
-const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
+export const MANIFEST_PATH = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
 const ROUTE = '/v2/<name>/manifests/<reference>';
 
 function manifestHeaders(res: Response, m: ManifestRecord): void {
@@ -21,25 +21,25 @@ function manifestHeaders(res: Response, m: ManifestRecord): void {
 export function manifestRoutes(registry: Registry, maxManifestBytes: number): Router {
   const r = Router();
 
-  r.head(MANIFEST, (req, res) => {
+  r.head(MANIFEST_PATH, (req, res) => {
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    manifestHeaders(res, registry.resolve(name, parseReference(String(req.params[1]))));
+    manifestHeaders(res, registry.resolve(name, lookupReference(String(req.params[1]))));
     res.status(200).end();
   });
 
-  r.get(MANIFEST, async (req, res) => {
+  r.get(MANIFEST_PATH, async (req, res) => {
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    const { record, reader } = await registry.openManifest(name, parseReference(String(req.params[1])));
+    const { record, reader } = await registry.openManifest(name, lookupReference(String(req.params[1])));
     manifestHeaders(res, record);
     res.locals.bytesOut = record.size;
     await pipeline(reader.stream(), res).catch(() => {});
   });
 
-  r.put(MANIFEST, async (req, res) => {
+  r.put(MANIFEST_PATH, async (req, res) => {
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
@@ -56,11 +56,11 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number): Ro
     res.end();
   });
 
-  r.delete(MANIFEST, async (req, res) => {
+  r.delete(MANIFEST_PATH, async (req, res) => {
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    await registry.deleteManifest(name, parseReference(String(req.params[1])));
+    await registry.deleteManifest(name, lookupReference(String(req.params[1])));
     res.status(202).set('Content-Length', '0').end();
   });
   return r;

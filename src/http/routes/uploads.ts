@@ -7,8 +7,8 @@ import { nameParam, queryDigest, queryParam } from '../params.js';
 import { parseContentRange } from '../ranges.js';
 import { parseName } from '../../registry/names.js';
 
-const START = /^\/v2\/(.+)\/blobs\/uploads\/?$/;
-const SESSION = /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/;
+export const UPLOAD_START_PATH = /^\/v2\/(.+)\/blobs\/uploads\/?$/;
+export const UPLOAD_SESSION_PATH = /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/;
 
 function sessionHeaders(res: Response, s: UploadSession, offset: number): void {
   res.set({
@@ -43,7 +43,7 @@ function discard(req: Request): void {
 export function uploadRoutes(registry: Registry): Router {
   const r = Router();
 
-  r.post(START, async (req, res) => {
+  r.post(UPLOAD_START_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/uploads/';
     const name = nameParam(req);
     res.locals.repo = name;
@@ -69,7 +69,7 @@ export function uploadRoutes(registry: Registry): Router {
     res.status(202).end();
   });
 
-  r.get(SESSION, async (req, res) => {
+  r.get(UPLOAD_SESSION_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/uploads/<id>';
     const name = nameParam(req);
     res.locals.repo = name;
@@ -78,7 +78,7 @@ export function uploadRoutes(registry: Registry): Router {
     res.status(204).end();
   });
 
-  r.patch(SESSION, async (req, res) => {
+  r.patch(UPLOAD_SESSION_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/uploads/<id>';
     const name = nameParam(req);
     res.locals.repo = name;
@@ -90,7 +90,7 @@ export function uploadRoutes(registry: Registry): Router {
     res.status(202).end();
   });
 
-  r.put(SESSION, async (req, res) => {
+  r.put(UPLOAD_SESSION_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/uploads/<id>';
     const name = nameParam(req);
     res.locals.repo = name;
@@ -104,7 +104,7 @@ export function uploadRoutes(registry: Registry): Router {
     created(res, name, digest.value);
   });
 
-  r.delete(SESSION, async (req, res) => {
+  r.delete(UPLOAD_SESSION_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/uploads/<id>';
     const name = nameParam(req);
     res.locals.repo = name;

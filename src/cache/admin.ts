@@ -1,0 +1,68 @@
+import { nowSeconds } from './recency.js';
+import type { EvictionReport, Evictor } from './evictor.js';
+import { listReferences, type ReferenceInfo } from './inventory.js';
+import type { Recency } from './recency.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { RepositoryStore } from '../storage/repository-store.js';
+
+export interface Status {
+  bytesUsed: number;
+  blobBytes: number;
+  uploadBytes: number;
+  budgetBytes: number | null;
+  highWatermark: number;
+  lowWatermark: number;
+  pushGraceSeconds: number;
+  blobCount: number;
+  references: ReferenceInfo[];
+  evictions: Evictor['totals'];
+}
+
+/**
+ * The operator's view and levers — status, du, gc, prune — over one opened store. The daemon serves it on
+ * /admin/v1; the CLI calls the daemon when one runs, or opens the store itself when none does.
+ */
+export class Admin {
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly repos: RepositoryStore,
+    private readonly recency: Recency,
+    private readonly evictor: Evictor,
+  ) {}
+
+  async status(): Promise<Status> {
+    const usage = await this.evictor.usage();
+    const b = this.evictor.budget;
+    return {
+      bytesUsed: usage.total,
+      blobBytes: usage.blobBytes,
+      uploadBytes: usage.uploadBytes,
+      budgetBytes: b.maxBytes ?? null,
+      highWatermark: b.high,
+      lowWatermark: b.low,
+      pushGraceSeconds: b.graceSeconds,
+      blobCount: this.blobs.count,
+      references: this.du(),
+      evictions: this.evictor.totals,
+    };
+  }
+
+  du(repoPrefix?: string): ReferenceInfo[] {
+    return listReferences(this.repos, this.blobs, this.recency, repoPrefix);
+  }
+
+  /** Collects garbage now (unreferenced blobs, untagged manifests past the grace window), and evicts down to the
+   *  low watermark if usage is above the high one. */
+  async gc(dryRun: boolean): Promise<EvictionReport> {
+    const usage = await this.evictor.usage();
+    const max = this.evictor.budget.maxBytes;
+    const over = max !== undefined && usage.total > max * this.evictor.budget.high ? usage.total - Math.floor(max * this.evictor.budget.low) : 0;
+    return this.evictor.run({ targetBytes: over, reason: 'gc', dryRun, filter: { allGarbage: true } });
+  }
+
+  /** Removes references (and what only they keep) not used for `olderThanMs`, optionally under a repo prefix. */
+  prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport> {
+    const before = nowSeconds() - Math.floor(olderThanMs / 1000);
+    return this.evictor.run({ targetBytes: Infinity, reason: 'prune', dryRun, filter: { before, repoPrefix } });
+  }
+}

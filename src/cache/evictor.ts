@@ -1,0 +1,181 @@
+import type { Logger } from '../observability/logger.js';
+import { parseDigest } from '../core/digest.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { RepositoryStore } from '../storage/repository-store.js';
+import type { UploadStore } from '../storage/upload-store.js';
+import { planEviction, type BlobInfo, type EvictionStep, type PlanFilter } from './policy.js';
+import { nowSeconds, type Recency } from './recency.js';
+
+export interface Budget {
+  /** Bytes the store may use; undefined means unbounded (only disk-full and explicit runs evict). */
+  maxBytes: number | undefined;
+  high: number;
+  low: number;
+  graceSeconds: number;
+}
+
+export interface Usage {
+  blobBytes: number;
+  uploadBytes: number;
+  total: number;
+}
+
+export interface EvictionReport {
+  dryRun: boolean;
+  reason: string;
+  requestedBytes: number;
+  reclaimedBytes: number;
+  removed: { uploads: number; tags: number; manifests: number; blobs: number };
+  /** Steps planned but skipped because the item was used or re-referenced after planning. */
+  skipped: number;
+  steps: EvictionStep[];
+}
+
+export interface EvictionTotals {
+  runs: number;
+  tags: number;
+  manifests: number;
+  blobs: number;
+  uploads: number;
+  bytesReclaimed: number;
+  lastRun?: { at: string; reason: string; reclaimedBytes: number };
+}
+
+/**
+ * Keeps the store under its budget: whenever usage crosses the high watermark (checked after writes, on a timer
+ * and at start) it evicts down to the low one, one run at a time. Plans come from the pure policy; each step is
+ * re-checked against the live stores right before it runs, so whatever was used, tagged or referenced since the
+ * plan was made is left alone.
+ */
+export class Evictor {
+  readonly totals: EvictionTotals = { runs: 0, tags: 0, manifests: 0, blobs: 0, uploads: 0, bytesReclaimed: 0 };
+  private running: Promise<EvictionReport> | undefined;
+  private lastCheck = 0;
+
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly uploads: UploadStore,
+    private readonly repos: RepositoryStore,
+    private readonly recency: Recency,
+    readonly budget: Budget,
+    private readonly log: Logger,
+  ) {}
+
+  async usage(): Promise<Usage> {
+    const uploadBytes = await this.uploads.bytes();
+    return { blobBytes: this.blobs.bytes, uploadBytes, total: this.blobs.bytes + uploadBytes };
+  }
+
+  /** Cheap enough to call after every write: at most one usage check per second, eviction in the background. */
+  check(): void {
+    const now = Date.now();
+    if (this.running || now - this.lastCheck < 1000 || this.budget.maxBytes === undefined) return;
+    this.lastCheck = now;
+    void this.evictIfOver('high watermark').catch((err: unknown) => this.log.error({ err }, 'eviction failed'));
+  }
+
+  async evictIfOver(reason: string): Promise<EvictionReport | undefined> {
+    const max = this.budget.maxBytes;
+    if (max === undefined) return undefined;
+    const { total } = await this.usage();
+    if (total <= max * this.budget.high) return undefined;
+    return this.run({ targetBytes: total - Math.floor(max * this.budget.low), reason });
+  }
+
+  /** A write failed for lack of space: free at least a slice of the store, whatever the budget says. */
+  onDiskFull(): void {
+    if (this.running) return;
+    void (async () => {
+      const { total } = await this.usage();
+      const max = this.budget.maxBytes ?? total;
+      const target = Math.max(total - Math.floor(max * this.budget.low), Math.ceil(total * 0.05));
+      await this.run({ targetBytes: target, reason: 'disk full' });
+    })().catch((err: unknown) => this.log.error({ err }, 'eviction after disk full failed'));
+  }
+
+  /** One run at a time: a request while one is in progress waits for it, then runs its own. */
+  async run(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
+    while (this.running) await this.running.catch(() => undefined);
+    const p = this.execute(opts);
+    this.running = p;
+    try {
+      return await p;
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  private async execute(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
+    const dryRun = opts.dryRun ?? false;
+    const uploads = dryRun ? 0 : await this.uploads.sweep();
+    const now = nowSeconds();
+    const plan = planEviction(this.snapshot(now), opts.targetBytes, opts.filter);
+    const report: EvictionReport = {
+      dryRun,
+      reason: opts.reason,
+      requestedBytes: opts.targetBytes,
+      reclaimedBytes: dryRun ? plan.bytes : 0,
+      removed: { uploads, tags: 0, manifests: 0, blobs: 0 },
+      skipped: 0,
+      steps: plan.steps,
+    };
+    if (!dryRun) {
+      for (const step of plan.steps) {
+        if (await this.apply(step)) {
+          report.removed[`${step.kind}s`]++;
+          if (step.kind === 'blob') report.reclaimedBytes += step.size;
+        } else {
+          report.skipped++;
+        }
+      }
+      this.totals.runs++;
+      this.totals.uploads += uploads;
+      this.totals.tags += report.removed.tags;
+      this.totals.manifests += report.removed.manifests;
+      this.totals.blobs += report.removed.blobs;
+      this.totals.bytesReclaimed += report.reclaimedBytes;
+      this.totals.lastRun = { at: new Date().toISOString(), reason: opts.reason, reclaimedBytes: report.reclaimedBytes };
+    }
+    const { steps: _steps, ...summary } = report;
+    this.log.info({ ...summary, planned: plan.steps.length }, dryRun ? 'eviction planned (dry run)' : 'eviction finished');
+    return report;
+  }
+
+  private snapshot(now: number) {
+    const blobs = new Map<string, BlobInfo>();
+    for (const [d, size] of this.blobs.digests()) blobs.set(d, { size, lastUsed: this.recency.blobUsed(d) });
+    const manifests = [...this.repos.allManifests()].map(([repo, m]) => ({
+      repo,
+      digest: m.digest,
+      references: m.references,
+      lastUsed: this.recency.manifestUsed(repo, m.digest),
+    }));
+    const tags = [...this.repos.allTags()].map((t) => ({ ...t, lastUsed: this.recency.tagUsed(t.repo, t.tag) }));
+    return { now, graceSeconds: this.budget.graceSeconds, blobs, manifests, tags, isProtected: (d: string) => this.recency.isProtected(d, now) };
+  }
+
+  /** Runs one step if it still holds; false when it no longer does (used, re-tagged or re-referenced since). */
+  private async apply(step: EvictionStep): Promise<boolean> {
+    switch (step.kind) {
+      case 'tag':
+        if (this.repos.resolveTag(step.repo, step.tag) !== step.digest) return false;
+        if (this.recency.tagUsed(step.repo, step.tag) !== step.lastUsed) return false;
+        await this.repos.deleteTag(step.repo, step.tag);
+        this.recency.forgetTag(step.repo, step.tag);
+        return true;
+      case 'manifest':
+        if (!this.repos.manifest(step.repo, step.digest)) return false;
+        if (this.repos.isTagged(step.repo, step.digest) || this.repos.hasParent(step.repo, step.digest)) return false;
+        if (this.recency.manifestUsed(step.repo, step.digest) !== step.lastUsed) return false;
+        await this.repos.deleteManifest(step.repo, step.digest);
+        this.recency.forgetManifest(step.repo, step.digest);
+        return true;
+      case 'blob':
+        if (this.repos.referenceCount(step.digest) > 0 || this.recency.isProtected(step.digest)) return false;
+        if (this.recency.blobUsed(step.digest) !== step.lastUsed) return false;
+        if (!(await this.blobs.delete(parseDigest(step.digest)))) return false;
+        this.recency.forgetBlob(step.digest);
+        return true;
+    }
+  }
+}

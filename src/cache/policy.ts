@@ -1,0 +1,153 @@
+/**
+ * The eviction policy, as a pure function of a snapshot of the cache: what to remove, in which order, to free a
+ * number of bytes. The evictor executes the plan and re-checks every step against the live store, so a plan made
+ * a moment ago never removes something that became referenced or used since.
+ */
+
+export interface BlobInfo {
+  size: number;
+  lastUsed: number;
+}
+
+export interface ManifestInfo {
+  repo: string;
+  digest: string;
+  references: readonly string[];
+  lastUsed: number;
+}
+
+export interface TagInfo {
+  repo: string;
+  tag: string;
+  digest: string;
+  lastUsed: number;
+}
+
+/** Times are in seconds (see Recency). */
+export interface CacheSnapshot {
+  now: number;
+  graceSeconds: number;
+  blobs: ReadonlyMap<string, BlobInfo>;
+  manifests: readonly ManifestInfo[];
+  tags: readonly TagInfo[];
+  /** Blobs that answered a HEAD or mount within the grace window: a push may be about to reference them. */
+  isProtected(digest: string): boolean;
+}
+
+/** Each step carries the last-use time it was planned with, so the evictor can skip anything used since. */
+export type EvictionStep =
+  | { kind: 'tag'; repo: string; tag: string; digest: string; lastUsed: number }
+  | { kind: 'manifest'; repo: string; digest: string; lastUsed: number }
+  | { kind: 'blob'; digest: string; size: number; lastUsed: number; reason: 'unreferenced' | 'released' };
+
+/** Restricts a plan to old references, for `prune`: only tags and manifests last used before `before`, in
+ *  repositories under `repoPrefix`; unreferenced blobs are only considered without a prefix. */
+export interface PlanFilter {
+  before?: number;
+  repoPrefix?: string;
+  /** Collect every unreferenced blob and untagged manifest past the grace window, whatever bytesToFree says. */
+  allGarbage?: boolean;
+}
+
+export interface EvictionPlan {
+  steps: EvictionStep[];
+  bytes: number;
+}
+
+const key = (repo: string, digest: string) => `${repo}\u0000${digest}`;
+
+/**
+ * Plans eviction in the order that costs least: unreferenced blobs past the grace window; then manifests no tag
+ * points to any more (an overwritten `mode=max` cache) past the grace window; then whole cache references, least
+ * recently used first. Every reference removal lists its tag, then the manifests only it kept alive, then the blobs
+ * only those referenced — so a reader never finds a manifest whose blobs are gone. A blob referenced by a manifest
+ * that stays is never planned.
+ */
+export function planEviction(s: CacheSnapshot, bytesToFree: number, filter: PlanFilter = {}): EvictionPlan {
+  const steps: EvictionStep[] = [];
+  let bytes = 0;
+  const cutoff = s.now - s.graceSeconds;
+  const refCutoff = Math.min(cutoff, filter.before ?? Infinity);
+  const prefix = filter.repoPrefix;
+  const inScope = (repo: string) => prefix === undefined || repo === prefix || repo.startsWith(`${prefix}/`);
+
+  // Live reference counts: each manifest record references its own bytes and every descriptor it lists.
+  const refs = new Map<string, number>();
+  const bump = (d: string, by: number) => refs.set(d, (refs.get(d) ?? 0) + by);
+  const records = new Map<string, ManifestInfo>();
+  for (const m of s.manifests) {
+    records.set(key(m.repo, m.digest), m);
+    bump(m.digest, 1);
+    for (const r of m.references) bump(r, 1);
+  }
+  const tagsOf = new Map<string, number>();
+  for (const t of s.tags) tagsOf.set(key(t.repo, t.digest), (tagsOf.get(key(t.repo, t.digest)) ?? 0) + 1);
+  // Same-repository parents (an index keeps its child manifests alive).
+  const parents = new Map<string, number>();
+  for (const m of s.manifests) for (const r of m.references) if (records.has(key(m.repo, r))) parents.set(key(m.repo, r), (parents.get(key(m.repo, r)) ?? 0) + 1);
+
+  const planned = new Set<string>();
+  const done = () => bytes >= bytesToFree;
+  const garbageDone = () => done() && !filter.allGarbage;
+
+  const releaseBlob = (digest: string, reason: 'unreferenced' | 'released') => {
+    const b = s.blobs.get(digest);
+    if (!b || planned.has(digest) || (refs.get(digest) ?? 0) > 0 || s.isProtected(digest)) return;
+    planned.add(digest);
+    steps.push({ kind: 'blob', digest, size: b.size, lastUsed: b.lastUsed, reason });
+    bytes += b.size;
+  };
+
+  /** Drops a manifest record, then (cascading) child records only it kept, then blobs nothing references now. */
+  const dropManifest = (m: ManifestInfo) => {
+    const k = key(m.repo, m.digest);
+    if (!records.has(k)) return;
+    records.delete(k);
+    steps.push({ kind: 'manifest', repo: m.repo, digest: m.digest, lastUsed: m.lastUsed });
+    const released = [m.digest, ...m.references];
+    for (const d of released) bump(d, -1);
+    for (const r of m.references) {
+      const ck = key(m.repo, r);
+      const child = records.get(ck);
+      if (!child) continue;
+      parents.set(ck, (parents.get(ck) ?? 1) - 1);
+      if ((parents.get(ck) ?? 0) <= 0 && (tagsOf.get(ck) ?? 0) === 0) dropManifest(child);
+    }
+    for (const d of released) releaseBlob(d, 'released');
+  };
+
+  // 1. Blobs no manifest references, untouched for the grace window (abandoned pushes, dropped caches).
+  const orphans = prefix !== undefined ? [] : [...s.blobs].filter(([d, b]) => (refs.get(d) ?? 0) === 0 && b.lastUsed < cutoff);
+  orphans.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+  for (const [d] of orphans) {
+    if (garbageDone()) return { steps, bytes };
+    releaseBlob(d, 'unreferenced');
+  }
+
+  // 2. Manifests that no tag and no parent index keep alive, past the grace window (overwritten cache tags).
+  const untagged = s.manifests.filter(
+    (m) =>
+      inScope(m.repo) &&
+      (tagsOf.get(key(m.repo, m.digest)) ?? 0) === 0 &&
+      (parents.get(key(m.repo, m.digest)) ?? 0) === 0 &&
+      m.lastUsed < refCutoff,
+  );
+  untagged.sort((a, b) => a.lastUsed - b.lastUsed);
+  for (const m of untagged) {
+    if (garbageDone()) return { steps, bytes };
+    dropManifest(m);
+  }
+
+  // 3. Whole cache references, least recently used first.
+  const tags = s.tags.filter((t) => inScope(t.repo) && t.lastUsed < (filter.before ?? Infinity));
+  tags.sort((a, b) => a.lastUsed - b.lastUsed);
+  for (const t of tags) {
+    if (done()) break;
+    const k = key(t.repo, t.digest);
+    steps.push({ kind: 'tag', repo: t.repo, tag: t.tag, digest: t.digest, lastUsed: t.lastUsed });
+    tagsOf.set(k, (tagsOf.get(k) ?? 1) - 1);
+    const m = records.get(k);
+    if (m && (tagsOf.get(k) ?? 0) === 0 && (parents.get(k) ?? 0) === 0) dropManifest(m);
+  }
+  return { steps, bytes };
+}

@@ -1,0 +1,53 @@
+import type { Status } from '../cache/admin.js';
+import type { EvictionReport } from '../cache/evictor.js';
+import type { ReferenceInfo } from '../cache/inventory.js';
+
+export function humanBytes(n: number | null): string {
+  if (n === null) return 'unbounded';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function formatReferences(refs: ReferenceInfo[]): string {
+  if (refs.length === 0) return 'no cache references';
+  const rows = [['REFERENCE', 'SIZE', 'BLOBS', 'LAST USED']];
+  for (const r of refs) {
+    rows.push([r.tag ? `${r.repo}:${r.tag}` : `${r.repo}@${r.digest.slice(0, 19)}…`, humanBytes(r.bytes), String(r.blobs), r.lastUsed]);
+  }
+  return table(rows);
+}
+
+export function formatStatus(s: Status): string {
+  const pct = s.budgetBytes ? ` (${((100 * s.bytesUsed) / s.budgetBytes).toFixed(1)}% of budget)` : '';
+  const lines = [
+    `used        ${humanBytes(s.bytesUsed)}${pct}: blobs ${humanBytes(s.blobBytes)}, uploads in progress ${humanBytes(s.uploadBytes)}`,
+    `budget      ${humanBytes(s.budgetBytes)}, evict from ${s.highWatermark * 100}% down to ${s.lowWatermark * 100}%`,
+    `push grace  ${s.pushGraceSeconds}s`,
+    `blobs       ${s.blobCount}`,
+    `references  ${s.references.length}`,
+    `evicted     ${s.evictions.tags} tags, ${s.evictions.manifests} manifests, ${s.evictions.blobs} blobs, ${humanBytes(s.evictions.bytesReclaimed)} reclaimed in ${s.evictions.runs} runs since start`,
+  ];
+  return `${lines.join('\n')}\n\n${formatReferences(s.references)}`;
+}
+
+export function formatReport(r: EvictionReport): string {
+  const head = r.dryRun
+    ? `would remove ${r.steps.length} items, ${humanBytes(r.reclaimedBytes)}`
+    : `removed ${r.removed.tags} tags, ${r.removed.manifests} manifests, ${r.removed.blobs} blobs, ${r.removed.uploads} expired uploads; reclaimed ${humanBytes(r.reclaimedBytes)}${r.skipped ? ` (${r.skipped} skipped: used meanwhile)` : ''}`;
+  if (!r.dryRun) return head;
+  const steps = r.steps.map((s) =>
+    s.kind === 'tag' ? `  tag       ${s.repo}:${s.tag}` : s.kind === 'manifest' ? `  manifest  ${s.repo}@${s.digest}` : `  blob      ${s.digest} ${humanBytes(s.size)} (${s.reason})`,
+  );
+  return [head, ...steps].join('\n');
+}
