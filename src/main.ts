@@ -4,7 +4,11 @@ import { ConfigError, loadConfig } from './config/load.js';
 import { parseDuration } from './config/units.js';
 import type { Config } from './config/schema.js';
 import { createLogger } from './observability/logger.js';
-import { ListenError, startServer } from './server.js';
+import cluster from 'node:cluster';
+import { ListenError } from './http/server.js';
+import { startSingle } from './process/single.js';
+import { startPrimary } from './process/primary.js';
+import { runWorker } from './process/worker.js';
 import { DataDirError } from './storage/data-dir.js';
 import { callAdmin } from './cli/store-access.js';
 import { formatReferences, formatReport, formatStatus } from './cli/format.js';
@@ -29,18 +33,20 @@ function storeCommand(name: string, description: string): Command {
     .option('-d, --data <dir>', 'data directory (env BUILDCACHED_DATA)');
 }
 
-const configFor = (opts: StoreFlags & { listen?: string }): Promise<Config> =>
-  loadConfig({ file: opts.config, overrides: { listen: opts.listen, storage: { dir: opts.data } } });
+const configFor = (opts: StoreFlags & { listen?: string; workers?: string }): Promise<Config> =>
+  loadConfig({ file: opts.config, overrides: { listen: opts.listen, workers: opts.workers, storage: { dir: opts.data } } });
 
 const print = (json: boolean | undefined, value: unknown, human: string) =>
   process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human}\n`);
 
 storeCommand('serve', 'run the daemon')
   .option('-l, --listen <host:port>', 'address to listen on (env BUILDCACHED_LISTEN)')
-  .action(async (opts: StoreFlags & { listen?: string }) => {
+  .option('-w, --workers <n>', 'HTTP worker processes sharing the port and the store: a number or "auto", one per core (env BUILDCACHED_WORKERS)')
+  .action(async (opts: StoreFlags & { listen?: string; workers?: string }) => {
     const config = await configFor(opts);
     const log = createLogger(config.log.level);
-    const running = await startServer(config, log);
+    if (cluster.isWorker) return runWorker(config, log);
+    const running = config.workers > 1 ? await startPrimary(config, log, config.workers) : await startSingle(config, log);
     const stop = (signal: string) => {
       log.info({ signal }, 'shutting down: finishing in-flight requests');
       running.close().then(
@@ -73,7 +79,7 @@ storeCommand('du', 'list cache references by size, with last use')
     const { references } = await callAdmin(await configFor(opts), {
       method: 'GET',
       path: `/admin/v1/du${q}`,
-      direct: async (a) => ({ references: a.du(opts.repo) }),
+      direct: async (a) => ({ references: await a.du(opts.repo) }),
     });
     print(opts.json, references, formatReferences(references));
   });

@@ -18,11 +18,19 @@ export interface Status {
   evictions: Evictor['totals'];
 }
 
+/** The admin operations, served in-process or (from a worker process) forwarded to the store's owner. */
+export interface AdminApi {
+  status(): Promise<Status>;
+  du(repoPrefix?: string): Promise<ReferenceInfo[]>;
+  gc(dryRun: boolean): Promise<EvictionReport>;
+  prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport>;
+}
+
 /**
  * The operator's view and levers — status, du, gc, prune — over one opened store. The daemon serves it on
  * /admin/v1; the CLI calls the daemon when one runs, or opens the store itself when none does.
  */
-export class Admin {
+export class Admin implements AdminApi {
   constructor(
     private readonly blobs: BlobStore,
     private readonly repos: RepositoryStore,
@@ -42,12 +50,12 @@ export class Admin {
       lowWatermark: b.low,
       pushGraceSeconds: b.graceSeconds,
       blobCount: this.blobs.count,
-      references: this.du(),
+      references: await this.du(),
       evictions: this.evictor.totals,
     };
   }
 
-  du(repoPrefix?: string): ReferenceInfo[] {
+  async du(repoPrefix?: string): Promise<ReferenceInfo[]> {
     return listReferences(this.repos, this.blobs, this.recency, repoPrefix);
   }
 

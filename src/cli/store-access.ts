@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Admin } from '../cache/admin.js';
 import { createLogger } from '../observability/logger.js';
-import { openStore } from '../server.js';
+import { openStore } from '../store.js';
 import { acquireDataDir, readOwner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
 

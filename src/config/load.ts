@@ -49,6 +49,7 @@ async function readYaml(path: string): Promise<Tree> {
 export function envLayer(env: NodeJS.ProcessEnv): Tree {
   return {
     listen: env.BUILDCACHED_LISTEN,
+    workers: env.BUILDCACHED_WORKERS,
     storage: { dir: env.BUILDCACHED_DATA },
     log: { level: env.BUILDCACHED_LOG_LEVEL },
   };

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { parseBytes, parseDuration } from './units.js';
 
@@ -38,9 +39,20 @@ const fraction = z.number().gt(0).lt(1);
 const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 127.0.0.1:5000')
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0–65535');
 
+/** "auto" (one per core), or a count; strings from flags and env are accepted. */
+const workers = z.union([z.literal('auto'), z.number(), z.string().regex(/^\d+$/, 'must be a number or "auto"')]).transform((v, ctx) => {
+  const n = v === 'auto' ? availableParallelism() : Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 256) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a worker count (1–256 or "auto")` });
+    return z.NEVER;
+  }
+  return n;
+});
+
 /** The whole configuration. Unknown keys are errors, so a typo never silently falls back to a default. */
 export const configSchema = z.strictObject({
   listen,
+  workers,
   storage: z
     .strictObject({
       dir: z.string().min(1),

@@ -11,12 +11,12 @@ import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
 import { adminRoutes } from './routes/admin.js';
-import type { Admin } from '../cache/admin.js';
+import type { AdminApi } from '../cache/admin.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
   /** The operator API under /admin/v1 (status, du, gc, prune); absent in tests that do not need it. */
-  admin?: Admin;
+  admin?: AdminApi;
 }
 
 /**

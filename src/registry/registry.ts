@@ -51,21 +51,21 @@ export class Registry {
     private readonly cache: CacheHooks,
   ) {}
 
-  private size(d: Digest): number {
-    const size = this.blobs.size(d.value);
+  private async size(d: Digest): Promise<number> {
+    const size = await this.blobs.locate(d);
     if (size === undefined) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     return size;
   }
 
   /** HEAD: answered from memory, and protects the blob for the push grace window (BuildKit skips its upload). */
-  headBlob(d: Digest): number {
-    const size = this.size(d);
+  async headBlob(d: Digest): Promise<number> {
+    const size = await this.size(d);
     this.cache.blobProbed(d.value);
     return size;
   }
 
   async openBlob(d: Digest): Promise<BlobReader> {
-    const reader = this.blobs.has(d.value) ? await this.blobs.openReader(d) : undefined;
+    const reader = (await this.blobs.locate(d)) !== undefined ? await this.blobs.openReader(d) : undefined;
     if (!reader) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     this.cache.blobRead(d.value);
     return reader;
@@ -73,7 +73,7 @@ export class Registry {
 
   async deleteBlob(d: Digest): Promise<void> {
     if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
-    this.size(d);
+    await this.size(d);
     const holders = this.repos.referenceCount(d.value);
     if (holders > 0) {
       // 405 rather than 403: clients treat it as "this registry does not delete this", never as a failed login.
@@ -103,9 +103,9 @@ export class Registry {
    * Cross-repository mount. Every repository reads the one shared store, so a mount succeeds whenever the blob
    * exists; with no `from` only when automatic discovery is on.
    */
-  canMount(d: Digest, from: string | undefined): boolean {
+  async canMount(d: Digest, from: string | undefined): Promise<boolean> {
     if (from === undefined && !this.options.automaticCrossMount) return false;
-    if (!this.blobs.has(d.value)) return false;
+    if ((await this.blobs.locate(d)) === undefined) return false;
     this.cache.blobProbed(d.value);
     return true;
   }
@@ -145,8 +145,9 @@ export class Registry {
     const parsed = parseManifest(body, contentType);
     const required = requiredDigests(parsed);
     // Protect before checking: eviction must not remove a blob between this check and the record being written.
-    for (const d of required) if (this.blobs.has(d)) this.cache.blobProbed(d);
-    const missing = required.filter((d) => !this.blobs.has(d));
+    for (const d of required) this.cache.blobProbed(d);
+    const sizes = await Promise.all(required.map((d) => this.blobs.locate(parseDigest(d))));
+    const missing = required.filter((_, i) => sizes[i] === undefined);
     if (missing.length > 0) {
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} unknown blob(s), first ${missing[0]}`, {
         digests: missing.slice(0, 20),

@@ -6,6 +6,7 @@ import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, tryParseDigest, type Digest } from '../core/digest.js';
 import { fsyncDir, storageError, unlinkIfExists, writeStream } from './fs-util.js';
 import type { Layout } from './layout.js';
+import type { StoreEvent, StoreListener } from './events.js';
 
 export interface BlobReader {
   size: number;
@@ -22,8 +23,20 @@ export class BlobStore {
   private readonly sizes = new Map<string, number>();
   private readonly knownDirs = new Set<string>();
   private total = 0;
+  private listener: StoreListener | undefined;
 
   constructor(private readonly layout: Layout) {}
+
+  /** Receives every change this process commits (to tell other processes). */
+  subscribe(listener: StoreListener): void {
+    this.listener = listener;
+  }
+
+  /** Applies a change another process committed: memory only. */
+  apply(e: StoreEvent): void {
+    if (e.type === 'blob-added') this.index(e.digest, e.size);
+    else if (e.type === 'blob-removed') this.unindex(e.digest);
+  }
 
   /**
    * Loads the size index by walking the blob tree once at start-up, reporting each blob's file time to `onBlob`
@@ -89,6 +102,23 @@ export class BlobStore {
   }
 
   /**
+   * Size of a blob from memory, or — on a miss — from the disk, since another worker process may have committed
+   * it a moment before its change event arrived here. Hits never touch the disk.
+   */
+  async locate(d: Digest): Promise<number | undefined> {
+    const known = this.sizes.get(d.value);
+    if (known !== undefined) return known;
+    try {
+      const st = await stat(this.layout.blobPath(d));
+      this.index(d.value, st.size);
+      return st.size;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /**
    * Opens a blob for reading. Holding the descriptor keeps the bytes readable even if the file is unlinked
    * (evicted) meanwhile, so a reader that got a reader always receives the whole blob.
    */
@@ -121,9 +151,10 @@ export class BlobStore {
     };
   }
 
-  /** A fresh temp path on the same filesystem as the blobs, so commit is a rename. */
+  /** A fresh temp path on the same filesystem as the blobs, so commit is a rename. Named after the writing
+   *  process so that the leftovers of a worker that died can be removed while the others keep writing. */
   tempPath(): string {
-    return `${this.layout.tmp}/${randomUUID()}`;
+    return `${this.layout.tmp}/${process.pid}-${randomUUID()}`;
   }
 
   /**
@@ -143,6 +174,7 @@ export class BlobStore {
     await rename(path, this.layout.blobPath(d));
     await fsyncDir(dir);
     this.index(d.value, size);
+    this.listener?.({ type: 'blob-added', digest: d.value, size });
   }
 
   /**
@@ -194,14 +226,17 @@ export class BlobStore {
 
   async delete(d: Digest): Promise<boolean> {
     this.unindex(d.value);
+    this.listener?.({ type: 'blob-removed', digest: d.value });
     const removed = await unlinkIfExists(this.layout.blobPath(d));
     if (removed) await fsyncDir(this.layout.blobDir(d));
     return removed;
   }
 
-  /** Temp files belong to writes that were in flight when a previous process died: none can complete now. */
-  async removeLeftovers(): Promise<number> {
-    const names = await readdir(this.layout.tmp).catch(() => [] as string[]);
+  /** Temp files belong to writes that were in flight when a process died: none can complete now. Without a pid,
+   *  every temp file goes (start-up); with one, only that process's. */
+  async removeLeftovers(pid?: number): Promise<number> {
+    const all = await readdir(this.layout.tmp).catch(() => [] as string[]);
+    const names = pid === undefined ? all : all.filter((n) => n.startsWith(`${pid}-`));
     await Promise.all(names.map((n) => rm(`${this.layout.tmp}/${n}`, { recursive: true, force: true })));
     return names.length;
   }

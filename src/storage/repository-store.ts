@@ -4,6 +4,7 @@ import { OciError } from '../core/errors.js';
 import { parseDigest, tryParseDigest } from '../core/digest.js';
 import { fsyncDir, unlinkIfExists, writeFileAtomic } from './fs-util.js';
 import type { Layout } from './layout.js';
+import type { StoreEvent, StoreListener } from './events.js';
 
 /** What a repository records about a manifest it holds (the bytes live in the blob store). */
 export interface ManifestRecord {
@@ -31,7 +32,47 @@ export class RepositoryStore {
   /** How many manifest records (in any repository) hold each digest: as their own bytes or as a reference. */
   private readonly refCounts = new Map<string, number>();
 
+  private listener: StoreListener | undefined;
+
   constructor(private readonly layout: Layout) {}
+
+  /** Receives every change this process commits (to tell other processes). */
+  subscribe(listener: StoreListener): void {
+    this.listener = listener;
+  }
+
+  /** Applies a change another process committed: memory only. */
+  apply(e: StoreEvent): void {
+    if (e.type === 'manifest-put') {
+      const repo = this.repo(e.repo, true);
+      if (!repo.manifests.has(e.record.digest)) this.addRecord(repo, e.record);
+      if (e.tag !== undefined) void this.refreshTag(e.repo, e.tag);
+    } else if (e.type === 'tag-deleted') {
+      void this.refreshTag(e.repo, e.tag);
+    } else if (e.type === 'manifest-deleted') {
+      this.dropRecord(e.repo, e.digest);
+    }
+  }
+
+  /**
+   * Re-reads one tag file. Two processes writing one tag race on disk, where the last rename wins; reading the
+   * file after each change event makes every process agree with the disk, whatever order the events came in.
+   */
+  private async refreshTag(name: string, tag: string): Promise<void> {
+    const target = (await readFile(this.layout.tag(name, tag), 'utf8').catch(() => '')).trim();
+    const repo = this.repo(name, true);
+    if (target && repo.manifests.has(target)) repo.tags.set(tag, target);
+    else repo.tags.delete(tag);
+  }
+
+  private dropRecord(name: string, digest: string): void {
+    const repo = this.repo(name);
+    const rec = repo?.manifests.get(digest);
+    if (!repo || !rec) return;
+    for (const [tag, target] of [...repo.tags]) if (target === digest) repo.tags.delete(tag);
+    this.countReferences(rec, -1);
+    repo.manifests.delete(digest);
+  }
 
   async open(): Promise<void> {
     await mkdir(this.layout.repositories, { recursive: true });
@@ -158,12 +199,14 @@ export class RepositoryStore {
       await writeFileAtomic(this.layout.tag(name, tag), rec.digest, this.layout.tmp);
       repo.tags.set(tag, rec.digest);
     }
+    this.listener?.({ type: 'manifest-put', repo: name, record: rec, tag });
   }
 
   async deleteTag(name: string, tag: string): Promise<void> {
     const repo = this.repo(name);
     if (!repo?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
     repo.tags.delete(tag);
+    this.listener?.({ type: 'tag-deleted', repo: name, tag });
     await unlinkIfExists(this.layout.tag(name, tag));
     await fsyncDir(join(this.layout.repository(name), '_tags'));
   }
@@ -173,8 +216,8 @@ export class RepositoryStore {
     const repo = this.repo(name);
     if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
     for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag);
-    this.countReferences(repo.manifests.get(digest)!, -1);
-    repo.manifests.delete(digest);
+    this.dropRecord(name, digest);
+    this.listener?.({ type: 'manifest-deleted', repo: name, digest });
     const path = this.layout.manifestMeta(name, parseDigest(digest));
     await unlinkIfExists(path);
     // An emptied repository keeps its (empty) entry: its tag list still answers 200 with no tags.

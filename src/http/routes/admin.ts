@@ -1,6 +1,6 @@
 import { Router, type RequestHandler } from 'express';
 import { OciError } from '../../core/errors.js';
-import type { Admin } from '../../cache/admin.js';
+import type { AdminApi } from '../../cache/admin.js';
 import { parseDuration } from '../../config/units.js';
 import { queryParam } from '../params.js';
 
@@ -19,16 +19,16 @@ const localOnly: RequestHandler = (req, _res, next) => {
 
 const flag = (v: string | undefined) => v !== undefined && v !== '0' && v !== 'false';
 
-export function adminRoutes(admin: Admin): Router {
+export function adminRoutes(admin: AdminApi): Router {
   const r = Router();
   r.use('/admin', localOnly);
   r.get('/admin/v1/status', async (_req, res) => {
     res.locals.route = '/admin/v1/status';
     res.json(await admin.status());
   });
-  r.get('/admin/v1/du', (req, res) => {
+  r.get('/admin/v1/du', async (req, res) => {
     res.locals.route = '/admin/v1/du';
-    res.json({ references: admin.du(queryParam(req, 'repo')) });
+    res.json({ references: await admin.du(queryParam(req, 'repo')) });
   });
   r.post('/admin/v1/gc', async (req, res) => {
     res.locals.route = '/admin/v1/gc';

@@ -19,11 +19,11 @@ function blobHeaders(res: Response, digest: string): void {
 export function blobRoutes(registry: Registry): Router {
   const r = Router();
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
-  r.head(BLOB_PATH, (req, res) => {
+  r.head(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
     res.locals.repo = nameParam(req);
     const d = pathDigest(req);
-    const size = registry.headBlob(d);
+    const size = await registry.headBlob(d);
     blobHeaders(res, d.value);
     res.set('Content-Length', String(size)).status(200).end();
   });

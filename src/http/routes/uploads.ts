@@ -51,7 +51,7 @@ export function uploadRoutes(registry: Registry): Router {
     if (mount) {
       const from = queryParam(req, 'from');
       if (from !== undefined) parseName(from);
-      if (registry.canMount(mount, from)) {
+      if (await registry.canMount(mount, from)) {
         discard(req);
         return created(res, name, mount.value);
       }

@@ -1,0 +1,55 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AdminApi } from '../cache/admin.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../observability/logger.js';
+import type { Registry } from '../registry/registry.js';
+import { createApp } from './app.js';
+
+export class ListenError extends Error {}
+
+export interface HttpServer {
+  url: string;
+  server: Server;
+  /** Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then resolves. */
+  close(): Promise<void>;
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
+}
+
+function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((ok, fail) => {
+    const onError = (e: NodeJS.ErrnoException) => {
+      const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
+      fail(new ListenError(`cannot listen on ${host}:${port}: ${why}`));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      ok(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** Serves the registry (and the admin API) over HTTP on the configured address. */
+export async function serveHttp(config: Config, registry: Registry, admin: AdminApi, log: Logger): Promise<HttpServer> {
+  const app = createApp(registry, log, { maxManifestBytes: config.registry.maxManifestBytes, admin });
+  // No request timeout: a multi-GiB layer upload from a slow CI runner may legitimately take many minutes.
+  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app);
+  const { host, port } = splitListen(config.listen);
+  const addr = await listen(server, host, port);
+  const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      const force = setTimeout(() => server.closeAllConnections(), config.shutdownTimeout).unref();
+      const closed = new Promise<void>((done) => server.close(() => done()));
+      server.closeIdleConnections();
+      await closed;
+      clearTimeout(force);
+    })());
+  return { url: `http://${hostPart}:${addr.port}`, server, close };
+}

@@ -1,0 +1,151 @@
+import cluster, { type Worker } from 'node:cluster';
+import { resolve } from 'node:path';
+import type { AdminApi } from '../cache/admin.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../observability/logger.js';
+import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
+import type { StoreEvent } from '../storage/events.js';
+import { Layout } from '../storage/layout.js';
+import { openStore, type OpenedStore } from '../store.js';
+import { isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
+import type { Running } from './single.js';
+
+function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
+  const { recency, evictor } = store;
+  for (const s of signals) {
+    switch (s[0]) {
+      case 'p':
+        recency.protectBlob(s[1]);
+        break;
+      case 'r':
+        recency.touchBlob(s[1]);
+        break;
+      case 'w':
+        recency.touchBlob(s[1]);
+        evictor.check();
+        break;
+      case 'm':
+        recency.touchManifest(s[1], s[2]);
+        if (s[3] !== null) recency.touchTag(s[1], s[3]);
+        break;
+      case 'f':
+        evictor.onDiskFull();
+        break;
+    }
+  }
+}
+
+function runAdmin(admin: AdminApi, call: AdminOp): Promise<unknown> {
+  switch (call.op) {
+    case 'status':
+      return admin.status();
+    case 'du':
+      return admin.du(call.repoPrefix);
+    case 'gc':
+      return admin.gc(call.dryRun);
+    case 'prune':
+      return admin.prune(call.olderThanMs, call.repoPrefix, call.dryRun);
+  }
+}
+
+/**
+ * The primary of `serve --workers N`: takes the data-dir lock, cleans up and loads the store, runs recency,
+ * eviction and upload expiry, and forks N workers that serve HTTP on one shared port. It relays every index change
+ * a worker commits to the other workers (and its own evictor's changes to all), so each process's in-memory
+ * index follows the disk; a worker that dies is replaced and its temp files removed.
+ */
+export async function startPrimary(config: Config, log: Logger, workers: number): Promise<Running> {
+  const layout = new Layout(resolve(config.storage.dir));
+  const release = await acquireDataDir(layout, (err) => {
+    log.fatal({ err }, 'lost the data directory lock; exiting to protect the store');
+    process.exit(1);
+  });
+  let store: OpenedStore;
+  try {
+    store = await openStore(config, log);
+  } catch (e) {
+    await release();
+    throw e;
+  }
+  const live = new Set<Worker>();
+  const post = (w: Worker, m: PrimaryMessage) => {
+    if (w.isConnected()) w.send(m);
+  };
+  const broadcast = (event: StoreEvent, except?: Worker) => {
+    for (const w of live) if (w !== except) post(w, { kind: 'store', event });
+  };
+  // The evictor, gc and prune run here: workers learn about their removals like any other change.
+  store.blobs.subscribe((e) => broadcast(e));
+  store.repos.subscribe((e) => broadcast(e));
+
+  let stopping = false;
+  let started = false;
+  let onListening: (url: string) => void = () => {};
+  let onFailedStart: (e: Error) => void = () => {};
+  const listening = new Promise<string>((ok, fail) => {
+    onListening = ok;
+    onFailedStart = fail;
+  });
+
+  const fork = (): Worker => {
+    const w = cluster.fork();
+    live.add(w);
+    w.on('message', (m: unknown) => {
+      if (!isMessage(m)) return;
+      const msg = m as WorkerMessage;
+      if (msg.kind === 'store') {
+        store.blobs.apply(msg.event);
+        store.repos.apply(msg.event);
+        broadcast(msg.event, w);
+      } else if (msg.kind === 'usage') {
+        applyUsage(store, msg.signals);
+      } else if (msg.kind === 'admin') {
+        runAdmin(store.admin, msg.call).then(
+          (value) => post(w, { kind: 'admin-reply', id: msg.id, ok: true, value }),
+          (err: unknown) => post(w, { kind: 'admin-reply', id: msg.id, ok: false, message: (err as Error).message }),
+        );
+      } else if (msg.kind === 'listening') {
+        onListening(msg.url);
+      }
+    });
+    w.on('exit', (code, signal) => {
+      live.delete(w);
+      const pid = w.process.pid;
+      if (pid !== undefined) void store.blobs.removeLeftovers(pid);
+      if (stopping) return;
+      // Before the daemon listens, a worker's death is a start-up error (it printed why): do not loop on it.
+      if (!started) return onFailedStart(new Error(`a worker exited (code ${code}) before the daemon was listening`));
+      log.error({ pid, code, signal }, 'worker exited unexpectedly; starting a new one');
+      setTimeout(fork, 500).unref();
+    });
+    return w;
+  };
+
+  for (let i = 0; i < workers; i++) fork();
+  let url: string;
+  try {
+    url = await listening;
+    started = true;
+  } catch (e) {
+    stopping = true;
+    for (const w of live) w.kill();
+    await store.close();
+    await release();
+    throw e;
+  }
+  store.startBackground();
+  await recordOwner(layout, { url });
+  log.info({ url, dataDir: layout.root, workers }, `listening on ${url}`);
+
+  return {
+    url,
+    close: async () => {
+      stopping = true;
+      const exited = [...live].map((w) => new Promise<void>((done) => (w.isDead() ? done() : w.once('exit', () => done()))));
+      for (const w of live) post(w, { kind: 'shutdown' });
+      await Promise.all(exited);
+      await store.close();
+      await release();
+    },
+  };
+}

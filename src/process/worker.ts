@@ -1,0 +1,110 @@
+import type { Config } from '../config/schema.js';
+import type { AdminApi, Status } from '../cache/admin.js';
+import type { EvictionReport } from '../cache/evictor.js';
+import type { ReferenceInfo } from '../cache/inventory.js';
+import { OciError } from '../core/errors.js';
+import { serveHttp } from '../http/server.js';
+import type { Logger } from '../observability/logger.js';
+import type { CacheHooks } from '../registry/registry.js';
+import { openWorkerStores } from '../store.js';
+import { isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
+
+const send = (m: WorkerMessage) => process.send?.(m);
+
+/**
+ * Cache signals from this worker's requests, sent to the primary in batches (at most one IPC message per 20 ms),
+ * so the hot path (BuildKit's HEADs) costs an array push.
+ */
+class ForwardingHooks implements CacheHooks {
+  private batch: UsageSignal[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  private push(s: UsageSignal): void {
+    this.batch.push(s);
+    this.timer ??= setTimeout(() => this.flush(), 20);
+  }
+
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.batch.length === 0) return;
+    send({ kind: 'usage', signals: this.batch });
+    this.batch = [];
+  }
+
+  blobProbed(digest: string): void {
+    this.push(['p', digest]);
+  }
+  blobRead(digest: string): void {
+    this.push(['r', digest]);
+  }
+  written(digest: string): void {
+    this.push(['w', digest]);
+  }
+  manifestUsed(repo: string, digest: string, tag: string | undefined): void {
+    this.push(['m', repo, digest, tag ?? null]);
+  }
+  storageFull(): void {
+    this.push(['f']);
+  }
+}
+
+/** Admin calls answered by the primary, which owns recency and the evictor. */
+class RemoteAdmin implements AdminApi {
+  private next = 1;
+  private readonly pending = new Map<number, { ok: (v: unknown) => void; fail: (e: Error) => void }>();
+
+  settle(m: Extract<PrimaryMessage, { kind: 'admin-reply' }>): void {
+    const p = this.pending.get(m.id);
+    this.pending.delete(m.id);
+    if (m.ok) p?.ok(m.value);
+    else p?.fail(new OciError('UNSUPPORTED', m.message));
+  }
+
+  private call<T>(call: AdminOp): Promise<T> {
+    const id = this.next++;
+    return new Promise<T>((ok, fail) => {
+      this.pending.set(id, { ok: ok as (v: unknown) => void, fail });
+      send({ kind: 'admin', id, call });
+    });
+  }
+
+  status = () => this.call<Status>({ op: 'status' });
+  du = (repoPrefix?: string) => this.call<ReferenceInfo[]>({ op: 'du', repoPrefix });
+  gc = (dryRun: boolean) => this.call<EvictionReport>({ op: 'gc', dryRun });
+  prune = (olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean) =>
+    this.call<EvictionReport>({ op: 'prune', olderThanMs, repoPrefix, dryRun });
+}
+
+/** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */
+export async function runWorker(config: Config, log: Logger): Promise<void> {
+  const hooks = new ForwardingHooks();
+  const admin = new RemoteAdmin();
+  const { registry, blobs, repos } = await openWorkerStores(config, hooks);
+  blobs.subscribe((event) => send({ kind: 'store', event }));
+  repos.subscribe((event) => send({ kind: 'store', event }));
+  const http = await serveHttp(config, registry, admin, log);
+  process.on('message', (m: unknown) => {
+    if (!isMessage(m)) return;
+    const msg = m as PrimaryMessage;
+    if (msg.kind === 'store') {
+      blobs.apply(msg.event);
+      repos.apply(msg.event);
+    } else if (msg.kind === 'admin-reply') {
+      admin.settle(msg);
+    } else if (msg.kind === 'shutdown') {
+      stopping = true;
+      void http.close().then(() => {
+        hooks.flush();
+        // Disconnecting delivers what is still queued on the channel, then ends this process below.
+        process.disconnect?.();
+      });
+    }
+  });
+  let stopping = false;
+  // Unasked, the primary is gone (crashed or killed): a worker must not serve a store nobody owns.
+  process.on('disconnect', () => process.exit(stopping ? 0 : 1));
+  process.on('SIGTERM', () => {}); // the primary decides when a worker stops
+  process.on('SIGINT', () => {});
+  send({ kind: 'listening', url: http.url });
+}

@@ -1,0 +1,15 @@
+import type { ManifestRecord } from './repository-store.js';
+
+/**
+ * A committed change to a store's index. With several worker processes on one data directory each process keeps
+ * its own in-memory index; every change one of them commits to disk is sent to the others as one of these, and
+ * applied there to memory only (the disk already holds it).
+ */
+export type StoreEvent =
+  | { type: 'blob-added'; digest: string; size: number }
+  | { type: 'blob-removed'; digest: string }
+  | { type: 'manifest-put'; repo: string; record: ManifestRecord; tag?: string }
+  | { type: 'tag-deleted'; repo: string; tag: string }
+  | { type: 'manifest-deleted'; repo: string; digest: string };
+
+export type StoreListener = (e: StoreEvent) => void;

@@ -1,0 +1,112 @@
+import { resolve } from 'node:path';
+import type { Config } from './config/schema.js';
+import type { Logger } from './observability/logger.js';
+import { Registry, type CacheHooks } from './registry/registry.js';
+import { BlobStore } from './storage/blob-store.js';
+import { Admin } from './cache/admin.js';
+import { Layout } from './storage/layout.js';
+import { RepositoryStore } from './storage/repository-store.js';
+import { UploadStore } from './storage/upload-store.js';
+import { Recency } from './cache/recency.js';
+import { Evictor } from './cache/evictor.js';
+import { CacheTracker } from './cache/cache.js';
+import { resolveBudget } from './cache/budget.js';
+
+/** A data directory opened for serving: the registry and the cache machinery around it. */
+export interface OpenedStore {
+  layout: Layout;
+  registry: Registry;
+  blobs: BlobStore;
+  repos: RepositoryStore;
+  recency: Recency;
+  evictor: Evictor;
+  admin: Admin;
+  /** Starts the timers: recency flushes, budget checks, upload expiry. */
+  startBackground(): void;
+  /** Stops the timers and persists recency. */
+  close(): Promise<void>;
+}
+
+/** Opens the stores of a data directory (already locked by the caller) and builds the registry over them. */
+export async function openStore(config: Config, log: Logger): Promise<OpenedStore> {
+  const layout = new Layout(resolve(config.storage.dir));
+  const blobs = new BlobStore(layout);
+  const uploads = new UploadStore(layout, blobs, config.storage.uploadTtl);
+  const repos = new RepositoryStore(layout);
+  const recency = new Recency(layout.state, layout.tmp, config.storage.pushGraceSeconds);
+  await recency.open();
+  await blobs.open((digest, _size, mtimeMs) => recency.seedBlob(digest, Math.floor(mtimeMs / 1000)));
+  const leftovers = await blobs.removeLeftovers();
+  await uploads.open();
+  const expired = await uploads.sweep();
+  await repos.open();
+  const budget = {
+    maxBytes: await resolveBudget(config.storage.maxBytes, layout.root),
+    high: config.storage.highWatermark,
+    low: config.storage.lowWatermark,
+    graceSeconds: config.storage.pushGraceSeconds,
+  };
+  const evictor = new Evictor(blobs, uploads, repos, recency, budget, log);
+  const registry = new Registry(
+    blobs,
+    uploads,
+    repos,
+    registryOptions(config),
+    new CacheTracker(recency, evictor),
+  );
+  log.info(
+    { blobs: blobs.count, bytes: blobs.bytes, budget: budget.maxBytes, repositories: repos.repositories().length, leftovers, expiredUploads: expired },
+    'store opened',
+  );
+  const timers: NodeJS.Timeout[] = [];
+  const every = (ms: number, fn: () => Promise<unknown>, what: string) =>
+    timers.push(setInterval(() => void fn().catch((err: unknown) => log.error({ err }, `${what} failed`)), ms).unref());
+  return {
+    layout,
+    registry,
+    blobs,
+    repos,
+    recency,
+    evictor,
+    admin: new Admin(blobs, repos, recency, evictor),
+    startBackground() {
+      every(5_000, () => recency.flush(), 'recency flush');
+      every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
+      every(Math.min(config.storage.uploadTtl / 4, 10 * 60_000), async () => {
+        const n = await uploads.sweep();
+        if (n) log.info({ removed: n }, 'expired upload sessions removed');
+      }, 'upload expiry');
+      void evictor.evictIfOver('start-up').catch((err: unknown) => log.error({ err }, 'eviction failed'));
+    },
+    async close() {
+      for (const t of timers) clearInterval(t);
+      await recency.flush();
+    },
+  };
+}
+
+/**
+ * The stores of a data directory for a worker process: the same indexes, loaded from disk, but no start-up
+ * cleanup and no background work (the primary process owns those), and cache signals go to `hooks`.
+ */
+export async function openWorkerStores(config: Config, hooks: CacheHooks): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
+  const layout = new Layout(resolve(config.storage.dir));
+  const blobs = new BlobStore(layout);
+  const uploads = new UploadStore(layout, blobs, config.storage.uploadTtl);
+  const repos = new RepositoryStore(layout);
+  await blobs.open();
+  await repos.open();
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks);
+  return { registry, blobs, repos };
+}
+
+const registryOptions = (config: Config) => ({
+  automaticCrossMount: config.registry.automaticCrossMount,
+  deleteEnabled: config.storage.deleteEnabled,
+});
+
+/** The registry alone, for tests and tools that need no background work. */
+export async function openRegistry(config: Config, log: Logger): Promise<Registry> {
+  return (await openStore(config, log)).registry;
+}
+
