@@ -24,7 +24,8 @@ export interface AppOptions {
  * needs it), NUL, backslashes, empty or dot segments. Everything after this point still validates each part.
  */
 const safePath: RequestHandler = (req, _res, next) => {
-  const path = req.originalUrl.split('?', 1)[0]!;
+  // The absolute form (`GET http://host/v2/ HTTP/1.1`, RFC 9112 §3.2.2) is checked from its path on.
+  const path = req.originalUrl.split('?', 1)[0]!.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '');
   if (/[%\\\0]/.test(path) || /\/\/|\/\.\.?(\/|$)/.test(path)) {
     throw new OciError('NAME_INVALID', 'invalid characters or segments in the request path');
   }

@@ -62,9 +62,10 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     if (err instanceof OciError) return sendError(res, err);
     const status = typeof err === 'object' && err !== null && 'status' in err ? Number(err.status) : 500;
-    if (status >= 400 && status < 500) {
-      // body-parser style client errors (malformed request) from Node or express itself.
-      return sendError(res, new OciError('UNSUPPORTED', 'malformed request'));
+    if (status >= 400 && status < 500 && !res.headersSent) {
+      // A client error raised by express or Node itself (malformed request): keep its status.
+      res.status(status).json({ errors: [{ code: 'UNSUPPORTED', message: 'malformed request', detail: null }] });
+      return;
     }
     log.error({ err, method: req.method, url: req.originalUrl.slice(0, 300) }, 'request failed');
     if (res.headersSent) {

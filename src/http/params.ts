@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import { OciError } from '../core/errors.js';
+import { OciError, type ErrorCode } from '../core/errors.js';
 import { parseDigest, type Digest } from '../core/digest.js';
 import { parseName } from '../registry/names.js';
 
@@ -12,22 +12,25 @@ export function pathDigest(req: Request): Digest {
   return parseDigest(String(req.params[1] ?? ''));
 }
 
-/** A single-valued query parameter; repeated parameters are ambiguous and rejected. */
-export function queryParam(req: Request, key: string): string | undefined {
+/**
+ * A single-valued query parameter; repeated parameters are ambiguous and rejected, with the code of the value's
+ * kind when it has one (a repeated digest is an invalid digest: 400, not 405).
+ */
+export function queryParam(req: Request, key: string, code: ErrorCode = 'UNSUPPORTED'): string | undefined {
   const v = req.query[key];
   if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new OciError('UNSUPPORTED', `query parameter "${key}" must be given once`);
+  if (typeof v !== 'string') throw new OciError(code, `query parameter "${key}" must be given once`);
   return v;
 }
 
 export function queryDigest(req: Request, key: string): Digest | undefined {
-  const v = queryParam(req, key);
+  const v = queryParam(req, key, 'DIGEST_INVALID');
   return v === undefined ? undefined : parseDigest(v);
 }
 
 /** `n` for pagination: a non-negative integer, capped to keep one response bounded. */
 export function pageSize(req: Request, max = 10_000): number | undefined {
-  const v = queryParam(req, 'n');
+  const v = queryParam(req, 'n', 'PAGINATION_NUMBER_INVALID');
   if (v === undefined || v === '') return undefined;
   if (!/^\d{1,9}$/.test(v)) throw new OciError('PAGINATION_NUMBER_INVALID', `invalid page size "${v.slice(0, 20)}"`);
   return Math.min(Number(v), max);

@@ -5,11 +5,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Stream } from 'node:stream';
 import { connect } from 'node:net';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import request from 'supertest';
+import request, { type Test } from 'supertest';
 import { expect } from 'vitest';
 import { loadConfig, mergeLayers } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -171,6 +172,33 @@ export interface RawResponse {
   /** Raw bytes the server sent before closing (may be empty). */
   text: string;
   status: number | undefined;
+  /** Lower-cased header names of the first response. */
+  headers: Record<string, string>;
+  /** The first response's body (by Content-Length), parsed as JSON when it is JSON. */
+  body: unknown;
+}
+
+function parseRaw(text: string): RawResponse {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+  const end = text.indexOf('\r\n\r\n');
+  const headers: Record<string, string> = {};
+  if (end >= 0) {
+    for (const line of text.slice(0, end).split('\r\n').slice(1)) {
+      const i = line.indexOf(':');
+      if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+    }
+  }
+  let body: unknown = undefined;
+  if (end >= 0) {
+    const len = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined;
+    const raw = text.slice(end + 4, len === undefined ? undefined : end + 4 + len);
+    try {
+      body = /json/.test(headers['content-type'] ?? '') ? (JSON.parse(raw) as unknown) : raw;
+    } catch {
+      body = raw;
+    }
+  }
+  return { text, status: m ? Number(m[1]) : undefined, headers, body };
 }
 
 /**
@@ -185,19 +213,26 @@ export function rawRequest(reg: TestRegistry, bytes: Buffer | string, waitMs = 2
     const done = () => {
       clearTimeout(timer);
       sock.destroy();
-      const text = Buffer.concat(chunks).toString('latin1');
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
-      resolve({ text, status: m ? Number(m[1]) : undefined });
+      resolve(parseRaw(Buffer.concat(chunks).toString('latin1')));
     };
     const timer = setTimeout(done, waitMs);
     sock.on('data', (c: Buffer) => chunks.push(c));
     sock.on('end', done);
-    sock.on('error', (e) => {
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      // The server may reset a connection it refused; whatever it sent before that still counts.
+      if (e.code === 'ECONNRESET' || e.code === 'EPIPE') return done();
       clearTimeout(timer);
       reject(e);
     });
     sock.write(bytes);
   });
+}
+
+/** A request with exactly this method and request-target on the wire (no client-side normalisation). */
+export function rawSimple(reg: TestRegistry, method: string, target: string, headers: Record<string, string> = {}, body = ''): Promise<RawResponse> {
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const length = body || method === 'PUT' || method === 'POST' || method === 'PATCH' ? `Content-Length: ${Buffer.byteLength(body)}\r\n` : '';
+  return rawRequest(reg, `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n${extra}${length}\r\n${body}`);
 }
 
 /** Polls `check` until it returns true (or throws after `timeoutMs`). */
@@ -237,14 +272,14 @@ export async function pushImage(reg: TestRegistry, name: string, ref: string, ex
  * Sends exactly these bytes. superagent JSON-serializes a Buffer body when the Content-Type is JSON-like
  * (`+json`), which would turn a manifest into `{"type":"Buffer",...}`.
  */
-export function sendBytes<T extends { serialize(fn: (body: never) => string): T; send(body: Buffer): T }>(req: T, body: Buffer): T {
-  return req.serialize((b: never) => b).send(body);
+export function sendBytes(req: Test, body: Buffer): Test {
+  return req.serialize((b: unknown) => b as string).send(body);
 }
 
 /** supertest's buffered body for binary responses. */
-export function binaryParser(res: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void): void {
+export const binaryParser: Parameters<Test['parse']>[0] = (res: Stream, cb: (err: Error | null, body: Buffer) => void) => {
   const chunks: Buffer[] = [];
   res.on('data', (c: Buffer) => chunks.push(c));
   res.on('end', () => cb(null, Buffer.concat(chunks)));
   res.on('error', (e: Error) => cb(e, Buffer.alloc(0)));
-}
+};

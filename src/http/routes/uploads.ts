@@ -49,7 +49,7 @@ export function uploadRoutes(registry: Registry): Router {
     res.locals.repo = name;
     const mount = queryDigest(req, 'mount');
     if (mount) {
-      const from = queryParam(req, 'from');
+      const from = queryParam(req, 'from', 'NAME_INVALID');
       if (from !== undefined) parseName(from);
       if (await registry.canMount(mount, from)) {
         discard(req);
@@ -75,6 +75,8 @@ export function uploadRoutes(registry: Registry): Router {
     res.locals.repo = name;
     const session = await registry.upload(name, String(req.params[1]));
     sessionHeaders(res, session, session.offset);
+    // RFC 9110 §8.6: a 204 carries no Content-Length.
+    res.removeHeader('Content-Length');
     res.status(204).end();
   });
 
@@ -110,7 +112,7 @@ export function uploadRoutes(registry: Registry): Router {
     res.locals.repo = name;
     const session = await registry.upload(name, String(req.params[1]));
     await registry.cancelUpload(session);
-    res.status(204).set('Content-Length', '0').end();
+    res.status(204).end();
   });
   return r;
 }

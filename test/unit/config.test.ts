@@ -1,0 +1,225 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, mergeLayers, validateConfig } from '../../src/config/load.js';
+import { parseBytes, parseDuration } from '../../src/config/units.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'buildcached-config-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function yamlFile(name: string, text: string): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, text);
+  return path;
+}
+
+async function configError(p: Promise<unknown>): Promise<ConfigError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('loads the embedded defaults: loopback, ./data, 4 MiB manifests', async () => {
+    const c = await loadConfig({ env: {} });
+    expect(c.listen).toBe('127.0.0.1:5000');
+    expect(c.storage.dir).toBe('./data');
+    expect(c.storage.uploadTtl).toBe(24 * 3600_000);
+    expect(c.storage.deleteEnabled).toBe(true);
+    expect(c.registry.maxManifestBytes).toBe(4 * 1024 * 1024);
+    expect(c.registry.automaticCrossMount).toBe(true);
+    expect(c.log.level).toBe('info');
+    expect(c.shutdownTimeout).toBe(60_000);
+  });
+
+  it('applies defaults < file < env < overrides, key by key', async () => {
+    const file = await yamlFile(
+      'layers.yaml',
+      ['listen: 127.0.0.1:6000', 'storage:', '  dir: /from/file', '  uploadTtl: 2h', 'log:', '  level: warn', ''].join('\n'),
+    );
+    const fileOnly = await loadConfig({ file, env: {} });
+    expect(fileOnly.listen).toBe('127.0.0.1:6000');
+    expect(fileOnly.storage.dir).toBe('/from/file');
+    expect(fileOnly.storage.uploadTtl).toBe(2 * 3600_000);
+    // A section given in the file merges with the defaults instead of replacing them.
+    expect(fileOnly.storage.deleteEnabled).toBe(true);
+    expect(fileOnly.log.level).toBe('warn');
+
+    const env = { BUILDCACHED_LISTEN: '127.0.0.1:7000', BUILDCACHED_DATA: '/from/env', BUILDCACHED_LOG_LEVEL: 'error' };
+    const withEnv = await loadConfig({ file, env });
+    expect(withEnv.listen).toBe('127.0.0.1:7000');
+    expect(withEnv.storage.dir).toBe('/from/env');
+    expect(withEnv.storage.uploadTtl).toBe(2 * 3600_000);
+    expect(withEnv.log.level).toBe('error');
+
+    const withFlags = await loadConfig({ file, env, overrides: { storage: { dir: '/from/flag', uploadTtl: undefined } } });
+    expect(withFlags.storage.dir).toBe('/from/flag');
+    expect(withFlags.storage.uploadTtl).toBe(2 * 3600_000);
+    expect(withFlags.listen).toBe('127.0.0.1:7000');
+  });
+
+  it('reads the file named by BUILDCACHED_CONFIG when no file is given', async () => {
+    const file = await yamlFile('env-named.yaml', 'registry:\n  maxManifestBytes: 1MiB\n');
+    const c = await loadConfig({ env: { BUILDCACHED_CONFIG: file } });
+    expect(c.registry.maxManifestBytes).toBe(1024 * 1024);
+  });
+
+  it('accepts an empty file', async () => {
+    const file = await yamlFile('empty.yaml', '# nothing\n');
+    expect((await loadConfig({ file, env: {} })).listen).toBe('127.0.0.1:5000');
+  });
+
+  it('names a missing file', async () => {
+    const e = await configError(loadConfig({ file: join(dir, 'missing.yaml'), env: {} }));
+    expect(e.message).toContain('missing.yaml');
+  });
+
+  it('names a file that is not YAML or not a mapping', async () => {
+    const bad = await yamlFile('bad.yaml', 'storage: [unclosed\n');
+    expect((await configError(loadConfig({ file: bad, env: {} }))).message).toMatch(/bad\.yaml.*not valid YAML/);
+    const list = await yamlFile('list.yaml', '- a\n- b\n');
+    expect((await configError(loadConfig({ file: list, env: {} }))).message).toMatch(/list\.yaml.*mapping/);
+  });
+
+  it('names the key of an invalid environment value', async () => {
+    const e = await configError(loadConfig({ env: { BUILDCACHED_LOG_LEVEL: 'loud' } }));
+    expect(e.message).toContain('log.level');
+    const l = await configError(loadConfig({ env: { BUILDCACHED_LISTEN: 'nowhere' } }));
+    expect(l.message).toContain('listen');
+  });
+
+  it('names the key of an invalid file value', async () => {
+    const file = await yamlFile('badvalue.yaml', 'registry:\n  maxManifestBytes: lots\n');
+    const e = await configError(loadConfig({ file, env: {} }));
+    expect(e.message).toContain('registry.maxManifestBytes');
+    expect(e.message).toContain('lots');
+  });
+
+  it('names an unknown (typo) key instead of ignoring it', async () => {
+    const file = await yamlFile('typo.yaml', 'storage:\n  deleteEnabeld: false\n');
+    const e = await configError(loadConfig({ file, env: {} }));
+    expect(e.message).toContain('storage');
+    expect(e.message).toContain('deleteEnabeld');
+  });
+});
+
+describe('validateConfig', () => {
+  // The embedded defaults as raw YAML values: every required key, whatever keys the schema grows.
+  const base = parseYaml(readFileSync(DEFAULT_CONFIG_PATH, 'utf8')) as Record<string, unknown>;
+  const withLayer = (layer: Record<string, unknown>) => mergeLayers(base, layer);
+
+  it('converts units', () => {
+    const c = validateConfig(
+      withLayer({ registry: { maxManifestBytes: 1000 }, shutdownTimeout: 1500, storage: { uploadTtl: '1h' } }),
+    );
+    expect(c.registry.maxManifestBytes).toBe(1000);
+    expect(c.shutdownTimeout).toBe(1500);
+    expect(c.storage.uploadTtl).toBe(3600_000);
+  });
+
+  it.each([
+    ['listen', { listen: '127.0.0.1' }],
+    ['listen', { listen: '127.0.0.1:70000' }],
+    ['listen', { listen: 5000 }],
+    ['storage.dir', { storage: { dir: '' } }],
+    ['storage.uploadTtl', { storage: { uploadTtl: 'soon' } }],
+    ['storage.uploadTtl', { storage: { uploadTtl: -5 } }],
+    ['storage.uploadTtl', { storage: { uploadTtl: '' } }],
+    ['storage.deleteEnabled', { storage: { deleteEnabled: 'yes' } }],
+    ['registry.maxManifestBytes', { registry: { maxManifestBytes: '4 parsecs' } }],
+    ['registry.maxManifestBytes', { registry: { maxManifestBytes: -1 } }],
+    ['registry.maxManifestBytes', { registry: { maxManifestBytes: 1.5 } }],
+    ['registry.automaticCrossMount', { registry: { automaticCrossMount: 1 } }],
+    ['log.level', { log: { level: 'verbose' } }],
+    ['shutdownTimeout', { shutdownTimeout: 'forever' }],
+  ])('names %s when it is invalid', (key, layer) => {
+    try {
+      validateConfig(withLayer(layer));
+      expect.unreachable('validateConfig should throw');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      expect((e as Error).message).toContain(`${key}:`);
+    }
+  });
+
+  it('names a missing section', () => {
+    const { registry: _r, ...rest } = base;
+    expect(() => validateConfig(rest)).toThrow(/registry/);
+  });
+
+  it('accepts the embedded defaults as they are', () => {
+    expect(validateConfig(base).listen).toBe('127.0.0.1:5000');
+  });
+
+  it('accepts IPv6 and any-address listen values', () => {
+    expect(validateConfig(withLayer({ listen: '[::1]:5000' })).listen).toBe('[::1]:5000');
+    expect(validateConfig(withLayer({ listen: '0.0.0.0:0' })).listen).toBe('0.0.0.0:0');
+  });
+});
+
+describe('mergeLayers', () => {
+  it('merges nested sections, later layers win, undefined is no value', () => {
+    expect(mergeLayers({ a: { b: 1, c: 2 }, d: 1 }, { a: { c: 3 }, d: undefined }, { e: [1] })).toEqual({
+      a: { b: 1, c: 3 },
+      d: 1,
+      e: [1],
+    });
+  });
+});
+
+describe('units', () => {
+  it.each([
+    ['0', 0],
+    ['1048576', 1048576],
+    [4096, 4096],
+    ['4MiB', 4 * 1024 ** 2],
+    ['4mib', 4 * 1024 ** 2],
+    ['4M', 4 * 1024 ** 2],
+    ['500GB', 500 * 1000 ** 3],
+    ['1.5KiB', 1536],
+    ['2 TiB', 2 * 1024 ** 4],
+    ['10b', 10],
+    ['1kb', 1000],
+  ])('parseBytes(%s) = %s', (input, bytes) => {
+    expect(parseBytes(input)).toBe(bytes);
+  });
+
+  it.each(['', 'MiB', '-1', '1 parsec', '1e3', 'ten', '1..5MiB', '99999999999TiB'])('parseBytes rejects %s', (input) => {
+    expect(parseBytes(input)).toBeUndefined();
+  });
+
+  it.each([-1, 1.5, Number.NaN, Infinity])('parseBytes rejects the number %s', (n) => {
+    expect(parseBytes(n)).toBeUndefined();
+  });
+
+  it.each([
+    ['30s', 30_000],
+    ['15m', 900_000],
+    ['24h', 86_400_000],
+    ['7d', 604_800_000],
+    ['250', 250],
+    [1500, 1500],
+  ])('parseDuration(%s) = %s', (input, msValue) => {
+    expect(parseDuration(input)).toBe(msValue);
+  });
+
+  it.each(['', 'soon', '-5m', 'abc1s'])('parseDuration rejects %s', (input) => {
+    expect(parseDuration(input)).toBeUndefined();
+  });
+
+  it.each([-1, Number.NaN, Infinity])('parseDuration rejects the number %s', (n) => {
+    expect(parseDuration(n)).toBeUndefined();
+  });
+});
