@@ -141,7 +141,7 @@ export class BlobStore {
       stream: (range) => {
         streaming = true;
         // The stream owns the descriptor from here and closes it when done or destroyed.
-        return fh.createReadStream({ start: range?.start ?? 0, end: range?.end, highWaterMark: 256 * 1024 });
+        return fh.createReadStream({ start: range?.start ?? 0, end: range?.end, highWaterMark: 1024 * 1024 });
       },
       close: async () => {
         if (closed || streaming) return;

@@ -52,6 +52,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, t
 }
 
 const HIGH_WATER = 4 * 1024 * 1024;
+const SYNC_EVERY = 32 * 1024 * 1024;
 
 /**
  * Copies a byte stream to a file handle at its append position, calling `onChunk` (the hasher) on every chunk in
@@ -68,6 +69,8 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
     let pumping: Promise<void> | undefined;
     let ended = false;
     let settled = false;
+    let unsynced = 0;
+    let syncing: Promise<void> = Promise.resolve();
 
     const settle = (err?: unknown): void => {
       if (settled) return;
@@ -77,7 +80,12 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
         source.on('error', () => {});
         if (!source.destroyed) source.resume();
       }
-      void Promise.resolve(pumping).then(() => (err === undefined ? resolve(total) : reject(err)));
+      void Promise.resolve(pumping)
+        .then(() => syncing)
+        .then(
+          () => (err === undefined ? resolve(total) : reject(err)),
+          (syncErr: unknown) => reject(err ?? syncErr),
+        );
     };
     const pump = async (): Promise<void> => {
       try {
@@ -86,6 +94,14 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
           queue = [];
           queued = 0;
           await fh.writev(batch);
+          unsynced += batch.reduce((n, b) => n + b.length, 0);
+          if (unsynced >= SYNC_EVERY) {
+            // Start writeback of what is written so far while the network keeps coming, so the fsync at commit
+            // finds little left to do: the push then costs max(network, disk) rather than their sum.
+            unsynced = 0;
+            await syncing;
+            syncing = fh.datasync();
+          }
           if (!ended) source.resume();
         }
       } catch (e) {
