@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.js';
 import type { Admin } from '../cache/admin.js';
 import { createLogger } from '../observability/logger.js';
 import { openStore } from '../store.js';
-import { acquireDataDir, readOwner } from '../storage/data-dir.js';
+import { acquireDataDir, isAlive, readOwner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
 
 /** One admin operation, either sent to the running daemon's /admin/v1 API or run on the store directly. */
@@ -11,15 +11,6 @@ export interface AdminCall<T> {
   method: 'GET' | 'POST';
   path: string;
   direct(admin: Admin): Promise<T>;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -30,7 +21,7 @@ function alive(pid: number): boolean {
 export async function callAdmin<T>(config: Config, call: AdminCall<T>): Promise<T> {
   const layout = new Layout(resolve(config.storage.dir));
   const owner = await readOwner(layout);
-  if (owner?.url && owner.pid !== process.pid && alive(owner.pid)) {
+  if (owner?.url && owner.pid !== process.pid && isAlive(owner.pid)) {
     const res = await fetch(`${owner.url}${call.path}`, { method: call.method });
     const body = (await res.json()) as T & { errors?: { message: string }[] };
     if (!res.ok) throw new Error(`daemon (pid ${owner.pid}) answered ${res.status}: ${body.errors?.[0]?.message ?? ''}`);

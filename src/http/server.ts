@@ -46,9 +46,13 @@ export async function serveHttp(config: Config, registry: Registry, admin: Admin
   const close = () =>
     (closing ??= (async () => {
       const force = setTimeout(() => server.closeAllConnections(), config.shutdownTimeout).unref();
+      // Keep-alive connections busy now go idle later: close each as soon as it does, not at the timeout.
+      const sweep = setInterval(() => server.closeIdleConnections(), 100);
+      server.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
       const closed = new Promise<void>((done) => server.close(() => done()));
       server.closeIdleConnections();
       await closed;
+      clearInterval(sweep);
       clearTimeout(force);
     })());
   return { url: `http://${hostPart}:${addr.port}`, server, close };

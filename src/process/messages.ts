@@ -33,3 +33,6 @@ export type PrimaryMessage =
 
 export const isMessage = (m: unknown): m is { kind: string } =>
   typeof m === 'object' && m !== null && typeof (m as { kind?: unknown }).kind === 'string';
+
+/** Set by the primary on replacement workers: the address the daemon already serves on. */
+export const WORKER_LISTEN_ENV = 'BUILDCACHED_WORKER_LISTEN';

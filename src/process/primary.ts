@@ -6,8 +6,9 @@ import type { Logger } from '../observability/logger.js';
 import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
 import type { StoreEvent } from '../storage/events.js';
 import { Layout } from '../storage/layout.js';
+import { ListenError } from '../http/server.js';
 import { openStore, type OpenedStore } from '../store.js';
-import { isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
+import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 import type { Running } from './single.js';
 
 function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
@@ -86,9 +87,13 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     onListening = ok;
     onFailedStart = fail;
   });
+  // "listening" is announced once every worker serves, so the daemon is whole when it says so.
+  let listeningWorkers = 0;
 
+  // Replacements listen where the first workers ended up, even when the configured port was 0 (any free port).
+  let boundAddress: string | undefined;
   const fork = (): Worker => {
-    const w = cluster.fork();
+    const w = cluster.fork(boundAddress ? { [WORKER_LISTEN_ENV]: boundAddress } : {});
     live.add(w);
     w.on('message', (m: unknown) => {
       if (!isMessage(m)) return;
@@ -105,7 +110,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           (err: unknown) => post(w, { kind: 'admin-reply', id: msg.id, ok: false, message: (err as Error).message }),
         );
       } else if (msg.kind === 'listening') {
-        onListening(msg.url);
+        if (++listeningWorkers >= workers) onListening(msg.url);
       }
     });
     w.on('exit', (code, signal) => {
@@ -114,9 +119,10 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (pid !== undefined) void store.blobs.removeLeftovers(pid);
       if (stopping) return;
       // Before the daemon listens, a worker's death is a start-up error (it printed why): do not loop on it.
-      if (!started) return onFailedStart(new Error(`a worker exited (code ${code}) before the daemon was listening`));
+      if (!started) return onFailedStart(new ListenError(`a worker could not start (exit code ${code}); its reason is above`));
       log.error({ pid, code, signal }, 'worker exited unexpectedly; starting a new one');
-      setTimeout(fork, 500).unref();
+      // Not unref'd: with every worker gone this timer is what keeps the primary alive to replace them.
+      setTimeout(fork, 500);
     });
     return w;
   };
@@ -126,6 +132,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   try {
     url = await listening;
     started = true;
+    boundAddress = new URL(url).host;
   } catch (e) {
     stopping = true;
     for (const w of live) w.kill();
@@ -143,7 +150,12 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       stopping = true;
       const exited = [...live].map((w) => new Promise<void>((done) => (w.isDead() ? done() : w.once('exit', () => done()))));
       for (const w of live) post(w, { kind: 'shutdown' });
+      // Workers drain within the shutdown timeout; one that does not is killed rather than waited for forever.
+      const kill = setTimeout(() => {
+        for (const w of live) w.process.kill('SIGKILL');
+      }, config.shutdownTimeout + 5_000).unref();
       await Promise.all(exited);
+      clearTimeout(kill);
       await store.close();
       await release();
     },

@@ -7,7 +7,7 @@ import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheHooks } from '../registry/registry.js';
 import { openWorkerStores } from '../store.js';
-import { isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
+import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
 
@@ -77,34 +77,50 @@ class RemoteAdmin implements AdminApi {
 }
 
 /** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */
-export async function runWorker(config: Config, log: Logger): Promise<void> {
+export async function runWorker(configured: Config, log: Logger): Promise<void> {
+  const listen = process.env[WORKER_LISTEN_ENV];
+  const config = listen ? { ...configured, listen } : configured;
   const hooks = new ForwardingHooks();
   const admin = new RemoteAdmin();
-  const { registry, blobs, repos } = await openWorkerStores(config, hooks);
-  blobs.subscribe((event) => send({ kind: 'store', event }));
-  repos.subscribe((event) => send({ kind: 'store', event }));
-  const http = await serveHttp(config, registry, admin, log);
+  let stopping = false;
+  let stop: () => void = () => {
+    stopping = true; // asked to stop before serving: do it as soon as the server is up
+  };
+  const pending: PrimaryMessage[] = [];
+  let handle: (m: PrimaryMessage) => void = (m) => pending.push(m);
+  // Listen to the primary from the first moment: a shutdown may come while the indexes still load.
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return;
     const msg = m as PrimaryMessage;
+    if (msg.kind === 'shutdown') stop();
+    else handle(msg);
+  });
+  // Unasked, the primary is gone (crashed or killed): a worker must not serve a store nobody owns.
+  process.on('disconnect', () => process.exit(stopping ? 0 : 1));
+  process.on('SIGTERM', () => {}); // the primary decides when a worker stops
+  process.on('SIGINT', () => {});
+
+  const { registry, blobs, repos } = await openWorkerStores(config, hooks);
+  blobs.subscribe((event) => send({ kind: 'store', event }));
+  repos.subscribe((event) => send({ kind: 'store', event }));
+  handle = (msg) => {
     if (msg.kind === 'store') {
       blobs.apply(msg.event);
       repos.apply(msg.event);
     } else if (msg.kind === 'admin-reply') {
       admin.settle(msg);
-    } else if (msg.kind === 'shutdown') {
-      stopping = true;
-      void http.close().then(() => {
-        hooks.flush();
-        // Disconnecting delivers what is still queued on the channel, then ends this process below.
-        process.disconnect?.();
-      });
     }
-  });
-  let stopping = false;
-  // Unasked, the primary is gone (crashed or killed): a worker must not serve a store nobody owns.
-  process.on('disconnect', () => process.exit(stopping ? 0 : 1));
-  process.on('SIGTERM', () => {}); // the primary decides when a worker stops
-  process.on('SIGINT', () => {});
+  };
+  for (const m of pending.splice(0)) handle(m);
+  const http = await serveHttp(config, registry, admin, log);
+  stop = () => {
+    stopping = true;
+    void http.close().then(() => {
+      hooks.flush();
+      // Disconnecting delivers what is still queued on the channel, then ends this process (above).
+      process.disconnect?.();
+    });
+  };
+  if (stopping) return stop();
   send({ kind: 'listening', url: http.url });
 }

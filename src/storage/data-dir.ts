@@ -19,9 +19,8 @@ export async function acquireDataDir(layout: Layout, onCompromised: (err: Error)
   } catch (e) {
     throw new DataDirError(`data directory ${layout.root} is not writable: ${(e as Error).message}`);
   }
-  let release: () => Promise<void>;
-  try {
-    release = await lockfile.lock(layout.root, {
+  const lock = () =>
+    lockfile.lock(layout.root, {
       lockfilePath: `${layout.root}/daemon.lock`,
       stale: 30_000,
       update: 10_000,
@@ -29,12 +28,25 @@ export async function acquireDataDir(layout: Layout, onCompromised: (err: Error)
       realpath: false,
       onCompromised,
     });
+  let release: () => Promise<void>;
+  try {
+    release = await lock();
   } catch (e) {
-    if (errnoCode(e) === 'ELOCKED') {
-      const pid = (await readOwner(layout))?.pid ?? 'unknown';
-      throw new DataDirError(`data directory ${layout.root} is in use by another buildcached (pid ${pid})`);
+    if (errnoCode(e) !== 'ELOCKED') throw e;
+    const owner = await readOwner(layout);
+    if (owner && isAlive(owner.pid)) {
+      throw new DataDirError(`data directory ${layout.root} is in use by another buildcached (pid ${owner.pid})`);
     }
-    throw e;
+    // The holder died without releasing (kill -9, power loss): its lock would only go stale after 30 s, and a
+    // supervisor restarting the daemon at once would be refused. Its recorded pid is gone, so take over.
+    await rm(`${layout.root}/daemon.lock`, { recursive: true, force: true });
+    try {
+      release = await lock();
+    } catch (again) {
+      if (errnoCode(again) !== 'ELOCKED') throw again;
+      const winner = (await readOwner(layout))?.pid ?? 'unknown';
+      throw new DataDirError(`data directory ${layout.root} is in use by another buildcached (pid ${winner})`);
+    }
   }
   await recordOwner(layout, {});
   return async () => {
@@ -59,5 +71,14 @@ export async function readOwner(layout: Layout): Promise<Owner | undefined> {
     return typeof o.pid === 'number' ? o : undefined;
   } catch {
     return undefined;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errnoCode(e) === 'EPERM';
   }
 }

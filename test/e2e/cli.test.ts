@@ -1,0 +1,296 @@
+/**
+ * The `buildcached serve` contract as an operator meets it: where settings come from (flags > env > config file >
+ * defaults), clear one-line refusals for bad settings, a busy port, an unusable or already-used data dir, graceful
+ * SIGTERM, and upload sessions that survive a restart.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import http from 'node:http';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MiB } from '../helpers/content.js';
+import { cleanup, makeTempDir, runDaemonExpectingFailure, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
+import { RegistryClient, request, sha256, streamingRequest } from '../helpers/registry-client.js';
+
+/** A port that was free a moment ago (bind :0, read, close). */
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((ok) => srv.listen(0, '127.0.0.1', ok));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((ok) => srv.close(() => ok()));
+  return port;
+}
+
+async function writeConfig(dir: string, name: string, yaml: string): Promise<string> {
+  const p = join(dir, name);
+  await writeFile(p, yaml);
+  return p;
+}
+
+/** A refusal is one clear message on stderr and a non-zero exit, never a listening daemon or a stack trace. */
+function expectRefusal(r: RunResult, ...mentions: Array<string | RegExp>): void {
+  expect(r.listened, `the daemon started although it should have refused:\n${r.stdout}`).toBe(false);
+  expect(r.code, `exit status; stderr:\n${r.stderr}`).not.toBe(0);
+  expect(r.code).not.toBeNull();
+  for (const m of mentions) expect(r.stderr).toMatch(typeof m === 'string' ? new RegExp(m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : m);
+  expect(r.stderr, 'a stack trace instead of a message').not.toMatch(/\n\s+at .+:\d+:\d+/);
+}
+
+async function stopOk(d: Daemon): Promise<void> {
+  expect(await d.stop()).toEqual({ code: 0, signal: null });
+}
+
+describe('buildcached serve: configuration precedence', () => {
+  afterEach(cleanup);
+
+  it('config file < env < flags, key by key', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    const [p1, p2] = [await freePort(), await freePort()];
+    const file = await writeConfig(dir, 'config.yaml', `listen: 127.0.0.1:${p1}\nstorage:\n  dir: ${dir}/from-file\n`);
+
+    // File only (via --config).
+    const a = await startDaemon({ listen: null, noDataFlag: true, args: ['--config', file] });
+    expect(a.port).toBe(p1);
+    expect(a.dataDir).toBe(`${dir}/from-file`);
+    expect((await stat(join(dir, 'from-file', 'blobs'))).isDirectory()).toBe(true);
+    await stopOk(a);
+
+    // Env beats the file.
+    const b = await startDaemon({
+      listen: null,
+      noDataFlag: true,
+      args: ['--config', file],
+      env: { BUILDCACHED_LISTEN: `127.0.0.1:${p2}`, BUILDCACHED_DATA: `${dir}/from-env` },
+    });
+    expect(b.port).toBe(p2);
+    expect(b.dataDir).toBe(`${dir}/from-env`);
+    await stopOk(b);
+
+    // Env for one key, file for the other: merged key by key.
+    const b2 = await startDaemon({ listen: null, noDataFlag: true, args: ['--config', file], env: { BUILDCACHED_DATA: `${dir}/from-env` } });
+    expect(b2.port).toBe(p1);
+    expect(b2.dataDir).toBe(`${dir}/from-env`);
+    await stopOk(b2);
+
+    // Flags beat env and file.
+    const c = await startDaemon({
+      listen: '127.0.0.1:0',
+      dataDir: `${dir}/from-flag`,
+      args: ['--config', file],
+      env: { BUILDCACHED_LISTEN: `127.0.0.1:${p2}`, BUILDCACHED_DATA: `${dir}/from-env` },
+    });
+    expect([p1, p2]).not.toContain(c.port);
+    expect(c.dataDir).toBe(`${dir}/from-flag`);
+    await stopOk(c);
+  }, 60_000);
+
+  it('--config beats BUILDCACHED_CONFIG; BUILDCACHED_CONFIG is read when there is no flag', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    const [p1, p2] = [await freePort(), await freePort()];
+    const envFile = await writeConfig(dir, 'env.yaml', `listen: 127.0.0.1:${p1}\n`);
+    const flagFile = await writeConfig(dir, 'flag.yaml', `listen: 127.0.0.1:${p2}\n`);
+    const viaEnv = await startDaemon({ listen: null, env: { BUILDCACHED_CONFIG: envFile } });
+    expect(viaEnv.port).toBe(p1);
+    await stopOk(viaEnv);
+    const viaFlag = await startDaemon({ listen: null, args: ['--config', flagFile], env: { BUILDCACHED_CONFIG: envFile } });
+    expect(viaFlag.port).toBe(p2);
+    await stopOk(viaFlag);
+  }, 60_000);
+
+  it('defaults: data in ./data of the working directory, listening on 127.0.0.1:5000', async () => {
+    const cwd = await makeTempDir('buildcached-cwd-');
+    const d = await startDaemon({ cwd, noDataFlag: true });
+    expect(d.dataDir).toBe(join(cwd, 'data'));
+    expect((await stat(join(cwd, 'data', 'blobs'))).isDirectory()).toBe(true);
+    await stopOk(d);
+
+    // The default address: it either listens there, or names it when the port happens to be taken.
+    const dataDir = join(cwd, 'other');
+    let started: Daemon | undefined;
+    try {
+      started = await startDaemon({ listen: null, dataDir });
+    } catch (e) {
+      expect((e as Error).message).toMatch(/127\.0\.0\.1:5000/);
+    }
+    if (started) {
+      expect(started.hostPort).toBe('127.0.0.1:5000');
+      await stopOk(started);
+    }
+  }, 60_000);
+});
+
+describe('buildcached serve: refusals', () => {
+  afterEach(cleanup);
+
+  it('a bad value or an unknown key in the config file: non-zero exit, stderr names the key', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    const cases: Array<[string, string, Array<string | RegExp>]> = [
+      ['bad-listen.yaml', 'listen: nope\n', ['listen']],
+      ['unknown-top.yaml', 'listne: 127.0.0.1:0\n', ['listne']],
+      ['unknown-nested.yaml', 'storage:\n  dri: /tmp/x\n', [/storage/, /dri/]],
+      ['bad-size.yaml', 'registry:\n  maxManifestBytes: lots\n', ['registry.maxManifestBytes']],
+      ['bad-bool.yaml', 'storage:\n  deleteEnabled: maybe\n', ['storage.deleteEnabled']],
+      ['bad-yaml.yaml', 'listen: [unclosed\n', [/YAML|yaml/]],
+    ];
+    for (const [name, yaml, mentions] of cases) {
+      const file = await writeConfig(dir, name, yaml);
+      // No --listen flag, so that the file's own listen value is the one in force.
+      const r = await runDaemonExpectingFailure({ listen: null, args: ['--config', file] });
+      expectRefusal(r, ...mentions);
+    }
+    const missing = await runDaemonExpectingFailure({ listen: null, args: ['--config', join(dir, 'nope.yaml')] });
+    expectRefusal(missing, join(dir, 'nope.yaml'));
+  }, 60_000);
+
+  it('a bad value from the environment or a flag names the key', async () => {
+    expectRefusal(await runDaemonExpectingFailure({ listen: null, env: { BUILDCACHED_LISTEN: 'nope' } }), 'listen');
+    expectRefusal(await runDaemonExpectingFailure({ listen: '127.0.0.1:99999' }), 'listen');
+    expectRefusal(await runDaemonExpectingFailure({ listen: 'localhost' }), 'listen');
+  }, 30_000);
+
+  it('a port in use: non-zero exit with a message naming the address; the data dir is left free', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((ok) => blocker.listen(0, '127.0.0.1', ok));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const dataDir = join(await makeTempDir('buildcached-cli-'), 'data');
+      const r = await runDaemonExpectingFailure({ listen: `127.0.0.1:${port}`, dataDir });
+      expectRefusal(r, `127.0.0.1:${port}`, /in use/i);
+      // It released the data dir on the way out: the next start on it works.
+      const d = await startDaemon({ dataDir });
+      await stopOk(d);
+    } finally {
+      await new Promise<void>((ok) => blocker.close(() => ok()));
+    }
+  }, 30_000);
+
+  it('an unusable data dir (a path under a regular file): non-zero exit with a message naming it', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    await writeFile(join(dir, 'file'), 'not a directory');
+    const bad = join(dir, 'file', 'data');
+    expectRefusal(await runDaemonExpectingFailure({ dataDir: bad }), bad);
+  }, 30_000);
+
+  it('a second daemon on the same data dir refuses and names the first one\'s pid; the first keeps serving', async () => {
+    const first = await startDaemon();
+    const r = await runDaemonExpectingFailure({ dataDir: first.dataDir });
+    expectRefusal(r, `pid ${first.pid}`);
+    expect((await request('GET', `${first.url}/v2/`)).status).toBe(200);
+    await stopOk(first);
+  }, 30_000);
+});
+
+describe('buildcached serve: lifecycle', () => {
+  afterEach(cleanup);
+
+  /**
+   * A slow CI runner is mid-upload (BuildKit style: POST, then one PUT carrying the whole blob) when SIGTERM
+   * arrives. Returns once the upload got its answer and the daemon exited, or `exitWaitMs` passed.
+   */
+  async function slowUploadThroughSigterm(keepAlive: boolean, exitWaitMs: number) {
+    const d = await startDaemon();
+    const c = new RegistryClient(d.url);
+    const blob = randomBytes(8 * MiB);
+    const digest = sha256(blob);
+    const agent = keepAlive ? new http.Agent({ keepAlive: true }) : undefined;
+    try {
+      const loc = await c.startUpload('cli/slow');
+      const put = streamingRequest('PUT', RegistryClient.withDigest(loc, digest), { 'Content-Length': blob.length, 'Content-Type': 'application/octet-stream' }, agent);
+      const pieces = 32;
+      const piece = blob.length / pieces;
+      for (let i = 0; i < pieces / 2; i++) await put.write(blob.subarray(i * piece, (i + 1) * piece));
+      d.terminate();
+      await sleep(300);
+      // Stopping: no new connections are taken.
+      await expect(request('GET', `${d.url}/v2/`)).rejects.toThrow(/ECONNREFUSED|ECONNRESET|socket hang up/);
+      for (let i = pieces / 2; i < pieces; i++) {
+        await put.write(blob.subarray(i * piece, (i + 1) * piece));
+        await sleep(40);
+      }
+      put.end();
+      const res = await put.response;
+      const answered = Date.now();
+      const exit = await Promise.race([d.exited, sleep(exitWaitMs).then(() => 'still running' as const)]);
+      return { d, res, digest, exit, exitMs: Date.now() - answered };
+    } finally {
+      agent?.destroy();
+    }
+  }
+
+  it('SIGTERM during a slow upload: the upload finishes (201), new connections are refused, exit 0', async () => {
+    const { d, res, digest, exit } = await slowUploadThroughSigterm(false, 30_000);
+    expect(res.status, res.body.toString()).toBe(201);
+    expect(res.headers['docker-content-digest']).toBe(digest);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+
+    // The finished upload was committed.
+    const again = await startDaemon({ dataDir: d.dataDir });
+    const got = await new RegistryClient(again.url).getBlobDigest('cli/slow', digest);
+    expect(got.status).toBe(200);
+    expect(got.digest).toBe(digest);
+    await stopOk(again);
+  }, 60_000);
+
+  it('SIGTERM during a slow upload on a keep-alive connection: exits promptly once the upload is answered', async () => {
+    // Real clients (BuildKit, containerd, docker) keep idle connections open for 90 s; shutdown must not wait
+    // for them (nor sit out shutdownTimeout) once no request is in flight.
+    const { res, exit, exitMs } = await slowUploadThroughSigterm(true, 15_000);
+    expect(res.status, res.body.toString()).toBe(201);
+    expect(exit, `still running ${exitMs} ms after its last request was answered (Connection: ${String(res.headers.connection)})`).toEqual({
+      code: 0,
+      signal: null,
+    });
+  }, 60_000);
+
+  it('SIGTERM right after the "listening on" line: exits 0 promptly, no worker left behind', async () => {
+    // Operators and supervisors may stop a daemon at any moment, including while it is still starting workers.
+    const d = await startDaemon({ waitForWorkers: false, args: ['--workers', '4'] });
+    const t0 = Date.now();
+    const exit = await d.stop(10_000);
+    expect(exit, `no exit within 10 s of SIGTERM (then SIGKILLed); stdout:\n${d.logs()}\nstderr:\n${d.stderr()}`).toEqual({ code: 0, signal: null });
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  }, 30_000);
+
+  it('upload sessions survive a restart: PATCH part, restart, PATCH the rest, PUT → 201', async () => {
+    const d1 = await startDaemon();
+    const blob = randomBytes(5 * MiB + 4321);
+    const digest = sha256(blob);
+    const cut = 2 * MiB + 17;
+    const loc = await new RegistryClient(d1.url).startUpload('cli/resume');
+    const path = new URL(loc).pathname + new URL(loc).search;
+    const p1 = await request('PATCH', loc, { body: blob.subarray(0, cut), headers: { 'Content-Range': `0-${cut - 1}`, 'Content-Type': 'application/octet-stream' } });
+    expect(p1.status).toBe(202);
+    expect(p1.headers.range).toBe(`0-${cut - 1}`);
+    await stopOk(d1);
+
+    const d2 = await startDaemon({ dataDir: d1.dataDir });
+    const status = await request('GET', `${d2.url}${path}`);
+    expect(status.status).toBe(204);
+    expect(status.headers.range).toBe(`0-${cut - 1}`);
+    const p2 = await request('PATCH', `${d2.url}${path}`, {
+      body: blob.subarray(cut),
+      chunked: true,
+      headers: { 'Content-Range': `${cut}-${blob.length - 1}`, 'Content-Type': 'application/octet-stream' },
+    });
+    expect(p2.status, p2.body.toString()).toBe(202);
+    expect(p2.headers.range).toBe(`0-${blob.length - 1}`);
+    const done = await request('PUT', RegistryClient.withDigest(new URL(p2.headers.location ?? path, d2.url).toString(), digest));
+    expect(done.status, done.body.toString()).toBe(201);
+    expect(done.headers['docker-content-digest']).toBe(digest);
+    const got = await new RegistryClient(d2.url).getBlobDigest('cli/resume', digest);
+    expect(got.digest).toBe(digest);
+    expect(got.length).toBe(blob.length);
+    await stopOk(d2);
+  }, 60_000);
+
+  it('the data directory is created when missing, including parents', async () => {
+    const dir = join(await makeTempDir('buildcached-cli-'), 'a', 'b', 'data');
+    const d = await startDaemon({ dataDir: dir });
+    expect(d.dataDir).toBe(dir);
+    expect((await stat(join(dir, 'blobs'))).isDirectory()).toBe(true);
+    await stopOk(d);
+    await mkdir(dir, { recursive: true });
+  }, 30_000);
+});

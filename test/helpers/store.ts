@@ -1,0 +1,68 @@
+/** Reads a daemon's data directory from outside, to check the on-disk invariants of DESIGN.md §4. */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { errno } from './errors.js';
+import { hashFile } from './oci-image.js';
+
+export interface BlobFile {
+  path: string;
+  size: number;
+}
+
+export interface BlobTree {
+  /** digest → file, for files at blobs/<algorithm>/<2 hex>/<hex>. */
+  blobs: Map<string, BlobFile>;
+  /** Anything else found under blobs/ (temp files, misplaced files): must be empty. */
+  strays: string[];
+}
+
+/** Entries of a directory; [] when it does not exist. */
+export async function listDir(path: string): Promise<string[]> {
+  try {
+    return await readdir(path);
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Walks DATA/blobs. */
+export async function blobTree(dataDir: string): Promise<BlobTree> {
+  const root = join(dataDir, 'blobs');
+  const blobs = new Map<string, BlobFile>();
+  const strays: string[] = [];
+  for (const algorithm of await listDir(root)) {
+    const hexLen = algorithm === 'sha256' ? 64 : algorithm === 'sha512' ? 128 : -1;
+    const algoDir = join(root, algorithm);
+    if (hexLen < 0 || !(await stat(algoDir)).isDirectory()) {
+      strays.push(algoDir);
+      continue;
+    }
+    for (const prefix of await listDir(algoDir)) {
+      const dir = join(algoDir, prefix);
+      if (!/^[0-9a-f]{2}$/.test(prefix) || !(await stat(dir)).isDirectory()) {
+        strays.push(dir);
+        continue;
+      }
+      for (const name of await listDir(dir)) {
+        const p = join(dir, name);
+        const st = await stat(p);
+        if (st.isFile() && name.length === hexLen && /^[0-9a-f]+$/.test(name) && name.startsWith(prefix)) {
+          blobs.set(`${algorithm}:${name}`, { path: p, size: st.size });
+        } else {
+          strays.push(p);
+        }
+      }
+    }
+  }
+  return { blobs, strays };
+}
+
+/** Digests whose file content does not hash to the file's name (must be empty). sha256 only. */
+export async function corruptBlobs(tree: BlobTree): Promise<string[]> {
+  const bad: string[] = [];
+  for (const [digest, f] of tree.blobs) {
+    if (digest.startsWith('sha256:') && (await hashFile(f.path)) !== digest) bad.push(digest);
+  }
+  return bad;
+}
