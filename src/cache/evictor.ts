@@ -5,6 +5,10 @@ import type { RepositoryStore } from '../storage/repository-store.js';
 import type { UploadStore } from '../storage/upload-store.js';
 import { planEviction, type BlobInfo, type EvictionStep, type PlanFilter } from './policy.js';
 import { nowSeconds, type Recency } from './recency.js';
+import { DirSyncs } from '../storage/fs-util.js';
+
+/** Steps per batch: large enough to share fsyncs, small enough that the first space frees quickly. */
+const BATCH = 64;
 
 export interface Budget {
   /** Bytes the store may use; undefined means unbounded (only disk-full and explicit runs evict). */
@@ -120,12 +124,24 @@ export class Evictor {
       steps: plan.steps,
     };
     if (!dryRun) {
-      for (const step of plan.steps) {
-        if (await this.apply(step)) {
-          report.removed[`${step.kind}s`]++;
-          if (step.kind === 'blob') report.reclaimedBytes += step.size;
-        } else {
-          report.skipped++;
+      // Steps run in batches, kind by kind: the batch's tags, then (once those removals are durable) its
+      // manifests, then its blobs — the plan's order where it matters, with one fsync per directory per kind.
+      for (let i = 0; i < plan.steps.length; i += BATCH) {
+        const batch = plan.steps.slice(i, i + BATCH);
+        for (const kind of ['tag', 'manifest', 'blob'] as const) {
+          const syncs = new DirSyncs();
+          // Steps of one kind are independent (each re-check is synchronous, before its first await), so their
+          // unlinks run concurrently.
+          const applied = await Promise.all(batch.filter((s) => s.kind === kind).map(async (step) => [step, await this.apply(step, syncs)] as const));
+          for (const [step, ok] of applied) {
+            if (!ok) {
+              report.skipped++;
+              continue;
+            }
+            report.removed[`${step.kind}s`]++;
+            if (step.kind === 'blob') report.reclaimedBytes += step.size;
+          }
+          await syncs.flush();
         }
       }
       this.totals.runs++;
@@ -155,25 +171,25 @@ export class Evictor {
   }
 
   /** Runs one step if it still holds; false when it no longer does (used, re-tagged or re-referenced since). */
-  private async apply(step: EvictionStep): Promise<boolean> {
+  private async apply(step: EvictionStep, syncs: DirSyncs): Promise<boolean> {
     switch (step.kind) {
       case 'tag':
         if (this.repos.resolveTag(step.repo, step.tag) !== step.digest) return false;
         if (this.recency.tagUsed(step.repo, step.tag) !== step.lastUsed) return false;
-        await this.repos.deleteTag(step.repo, step.tag);
+        await this.repos.deleteTag(step.repo, step.tag, syncs);
         this.recency.forgetTag(step.repo, step.tag);
         return true;
       case 'manifest':
         if (!this.repos.manifest(step.repo, step.digest)) return false;
         if (this.repos.isTagged(step.repo, step.digest) || this.repos.hasParent(step.repo, step.digest)) return false;
         if (this.recency.manifestUsed(step.repo, step.digest) !== step.lastUsed) return false;
-        await this.repos.deleteManifest(step.repo, step.digest);
+        await this.repos.deleteManifest(step.repo, step.digest, syncs);
         this.recency.forgetManifest(step.repo, step.digest);
         return true;
       case 'blob':
         if (this.repos.referenceCount(step.digest) > 0 || this.recency.isProtected(step.digest)) return false;
         if (this.recency.blobUsed(step.digest) !== step.lastUsed) return false;
-        if (!(await this.blobs.delete(parseDigest(step.digest)))) return false;
+        if (!(await this.blobs.delete(parseDigest(step.digest), syncs))) return false;
         this.recency.forgetBlob(step.digest);
         return true;
     }

@@ -1,16 +1,17 @@
-import type { ReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
+import { sendFile } from './send-file.js';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, tryParseDigest, type Digest } from '../core/digest.js';
-import { fsyncDir, storageError, unlinkIfExists, writeStream } from './fs-util.js';
+import { DirSyncs, fsyncDir, storageError, syncDir, unlinkIfExists, writeStream } from './fs-util.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
 
 export interface BlobReader {
   size: number;
-  stream(range?: { start: number; end: number }): ReadStream;
+  /** Sends the blob (or an inclusive byte range of it) to `dest` and ends it; closes the reader. */
+  sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -135,19 +136,21 @@ export class BlobStore {
     }
     const size = this.sizes.get(d.value) ?? (await fh.stat()).size;
     let closed = false;
-    let streaming = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await fh.close();
+    };
     return {
       size,
-      stream: (range) => {
-        streaming = true;
-        // The stream owns the descriptor from here and closes it when done or destroyed.
-        return fh.createReadStream({ start: range?.start ?? 0, end: range?.end, highWaterMark: 1024 * 1024 });
+      sendTo: async (dest, range) => {
+        try {
+          await sendFile(fh, dest, range?.start ?? 0, range?.end ?? size - 1);
+        } finally {
+          await close();
+        }
       },
-      close: async () => {
-        if (closed || streaming) return;
-        closed = true;
-        await fh.close();
-      },
+      close,
     };
   }
 
@@ -224,11 +227,11 @@ export class BlobStore {
     return tmp;
   }
 
-  async delete(d: Digest): Promise<boolean> {
+  async delete(d: Digest, batch?: DirSyncs): Promise<boolean> {
     this.unindex(d.value);
     this.listener?.({ type: 'blob-removed', digest: d.value });
     const removed = await unlinkIfExists(this.layout.blobPath(d));
-    if (removed) await fsyncDir(this.layout.blobDir(d));
+    if (removed) await syncDir(this.layout.blobDir(d), batch);
     return removed;
   }
 

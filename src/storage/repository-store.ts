@@ -1,8 +1,8 @@
 import { mkdir, readFile, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { OciError } from '../core/errors.js';
 import { parseDigest, tryParseDigest } from '../core/digest.js';
-import { fsyncDir, unlinkIfExists, writeFileAtomic } from './fs-util.js';
+import { DirSyncs, syncDir, unlinkIfExists, writeFileAtomic } from './fs-util.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
 
@@ -202,24 +202,25 @@ export class RepositoryStore {
     this.listener?.({ type: 'manifest-put', repo: name, record: rec, tag });
   }
 
-  async deleteTag(name: string, tag: string): Promise<void> {
+  async deleteTag(name: string, tag: string, batch?: DirSyncs): Promise<void> {
     const repo = this.repo(name);
     if (!repo?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
     repo.tags.delete(tag);
     this.listener?.({ type: 'tag-deleted', repo: name, tag });
     await unlinkIfExists(this.layout.tag(name, tag));
-    await fsyncDir(join(this.layout.repository(name), '_tags'));
+    await syncDir(join(this.layout.repository(name), '_tags'), batch);
   }
 
   /** Removes a manifest from a repository together with every tag pointing at it (tags first). */
-  async deleteManifest(name: string, digest: string): Promise<void> {
+  async deleteManifest(name: string, digest: string, batch?: DirSyncs): Promise<void> {
     const repo = this.repo(name);
     if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
-    for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag);
+    for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag, batch);
     this.dropRecord(name, digest);
     this.listener?.({ type: 'manifest-deleted', repo: name, digest });
     const path = this.layout.manifestMeta(name, parseDigest(digest));
     await unlinkIfExists(path);
+    await syncDir(dirname(path), batch);
     // An emptied repository keeps its (empty) entry: its tag list still answers 200 with no tags.
   }
 }

@@ -1,5 +1,4 @@
 import { Router, type Response } from 'express';
-import { pipeline } from 'node:stream/promises';
 import type { Registry } from '../../registry/registry.js';
 import { nameParam, pathDigest } from '../params.js';
 import { parseRange } from '../ranges.js';
@@ -50,14 +49,7 @@ export function blobRoutes(registry: Registry): Router {
       res.status(200).set('Content-Length', String(reader.size));
     }
     res.locals.bytesOut = range ? range.end - range.start + 1 : reader.size;
-    if (reader.size === 0) {
-      await reader.close();
-      res.end();
-      return;
-    }
-    await pipeline(reader.stream(range), res).catch(() => {
-      // The client went away mid-stream; the stream closed its file, nothing else to undo.
-    });
+    await reader.sendTo(res, range);
   });
 
   r.delete(BLOB_PATH, async (req, res) => {

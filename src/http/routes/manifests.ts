@@ -1,5 +1,4 @@
 import { Router, type Response } from 'express';
-import { pipeline } from 'node:stream/promises';
 import type { Registry } from '../../registry/registry.js';
 import type { ManifestRecord } from '../../storage/repository-store.js';
 import { lookupReference, parseReference } from '../../registry/names.js';
@@ -36,7 +35,7 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number): Ro
     const { record, reader } = await registry.openManifest(name, lookupReference(String(req.params[1])));
     manifestHeaders(res, record);
     res.locals.bytesOut = record.size;
-    await pipeline(reader.stream(), res).catch(() => {});
+    await reader.sendTo(res);
   });
 
   r.put(MANIFEST_PATH, async (req, res) => {

@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// The store at scale (issue: a bounded cache): start-up time and index memory with many blobs and references on
+// disk, and HEAD latency while a large eviction runs.
+//
+//   npm run bench:scale                  100 000 blobs, 5 000 references
+//   npm run bench:scale -- --quick       10 000 blobs, 500 references
+//
+// The store is written straight to disk in buildcached's layout (pushing 100 000 blobs over HTTP would measure
+// the push path, not start-up). Memory per blob = (RSS with the store − RSS with an empty store) / blobs, both
+// single-process daemons measured the same way after start-up and a forced settle.
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const quick = process.argv.includes('--quick');
+const BLOBS = quick ? 10_000 : 100_000;
+const REFS = quick ? 500 : 5_000;
+const PER_REF = BLOBS / REFS - 1; // layers + config per reference; the manifest itself is one blob too
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+
+const sha = (b) => createHash('sha256').update(b).digest('hex');
+
+async function writeStore(dir) {
+  const made = new Set();
+  const put = async (hex, data) => {
+    const d = join(dir, 'blobs', 'sha256', hex.slice(0, 2));
+    if (!made.has(d)) {
+      await mkdir(d, { recursive: true });
+      made.add(d);
+    }
+    await writeFile(join(d, hex), data);
+  };
+  const salt = randomBytes(8).toString('hex');
+  const sample = [];
+  for (let r = 0; r < REFS; r++) {
+    const layers = [];
+    const writes = [];
+    for (let i = 0; i < PER_REF; i++) {
+      const data = Buffer.from(`${salt} ref ${r} blob ${i} `.padEnd(200, '.'));
+      const hex = sha(data);
+      writes.push(put(hex, data));
+      layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${hex}`, size: data.length });
+    }
+    await Promise.all(writes);
+    if (r % 50 === 0) sample.push(layers[0].digest);
+    const [config, ...rest] = layers;
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { ...config, mediaType: 'application/vnd.buildkit.cacheconfig.v0' },
+        layers: rest,
+      }),
+    );
+    const mhex = sha(manifest);
+    await put(mhex, manifest);
+    const repo = `org/app${r % 100}`;
+    const rdir = join(dir, 'repositories', repo);
+    await mkdir(join(rdir, '_manifests', 'sha256'), { recursive: true });
+    await mkdir(join(rdir, '_tags'), { recursive: true });
+    const record = {
+      digest: `sha256:${mhex}`,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      size: manifest.length,
+      references: layers.map((l) => l.digest),
+    };
+    await writeFile(join(rdir, '_manifests', 'sha256', `${mhex}.json`), JSON.stringify(record));
+    await writeFile(join(rdir, '_tags', `cache-${r}`), `sha256:${mhex}`);
+  }
+  return sample;
+}
+
+function startDaemon(dataDir) {
+  const t0 = performance.now();
+  const proc = spawn(process.execPath, ['--expose-gc', MAIN, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--workers', '1'], {
+    env: { ...process.env, BUILDCACHED_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    proc.stdout.on('data', (c) => {
+      buf += c;
+      for (;;) {
+        const nl = buf.indexOf('\n');
+        if (nl < 0) break;
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          const j = JSON.parse(line);
+          if (typeof j.msg === 'string' && j.msg.startsWith('listening on')) {
+            proc.stdout.resume();
+            proc.stdout.removeAllListeners('data');
+            proc.stdout.on('data', () => {});
+            resolve({ proc, url: j.url, startMs: performance.now() - t0 });
+          }
+        } catch {
+          // not JSON
+        }
+      }
+    });
+    proc.on('exit', (code) => reject(new Error(`daemon exited ${code}`)));
+  });
+}
+
+async function rssKiB(pid) {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+}
+
+async function stopDaemon(d) {
+  const exited = new Promise((r) => d.proc.once('exit', r));
+  d.proc.kill('SIGTERM');
+  await exited;
+}
+
+function request(agent, url, method, path) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}${path}`, { method, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** HEADs random known digests at `concurrency` until `until()` is true; returns latency percentiles in ms. */
+async function headLoad(url, digests, concurrency, until) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const lat = [];
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (!until()) {
+        const d = digests[Math.floor(Math.random() * digests.length)];
+        const t = performance.now();
+        await request(agent, url, 'HEAD', `/v2/org/app0/blobs/${d}`);
+        lat.push(performance.now() - t);
+      }
+    }),
+  );
+  agent.destroy();
+  lat.sort((a, b) => a - b);
+  const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
+  return { n: lat.length, p50: q(0.5), p99: q(0.99) };
+}
+
+const work = await mkdtemp(join(os.tmpdir(), 'buildcached-scale-'));
+try {
+  const empty = await startDaemon(join(work, 'empty'));
+  await new Promise((r) => setTimeout(r, 1000));
+  const emptyRss = await rssKiB(empty.proc.pid);
+  await stopDaemon(empty);
+
+  const dataDir = join(work, 'full');
+  const t = performance.now();
+  const sample = await writeStore(dataDir);
+  const genS = (performance.now() - t) / 1000;
+
+  const full = await startDaemon(dataDir);
+  await new Promise((r) => setTimeout(r, 1000));
+  const fullRss = await rssKiB(full.proc.pid);
+  const perBlob = ((fullRss - emptyRss) * 1024) / (BLOBS + REFS);
+
+  const idle = await headLoad(full.url, sample, 16, ((end) => () => performance.now() > end)(performance.now() + 3000));
+  let evicting = true;
+  const agent = new http.Agent({ keepAlive: false });
+  const te = performance.now();
+  const evict = request(agent, full.url, 'POST', '/admin/v1/prune?olderThan=0s').then((s) => {
+    evicting = false;
+    return s;
+  });
+  const during = await headLoad(full.url, sample, 16, () => !evicting);
+  const evictStatus = await evict;
+  const evictS = (performance.now() - te) / 1000;
+  await stopDaemon(full);
+
+  const rows = [
+    ['store on disk', `${BLOBS + REFS} blobs (${BLOBS} layers/configs + ${REFS} manifests), ${REFS} references`, `generated in ${genS.toFixed(1)} s`],
+    ['start-up to "listening"', `${(full.startMs / 1000).toFixed(2)} s`, 'target < 3 s'],
+    ['index memory per blob', `${perBlob.toFixed(0)} B`, `RSS ${(emptyRss / 1024).toFixed(0)} → ${(fullRss / 1024).toFixed(0)} MiB; target < 200 B`],
+    ['HEAD c16 idle', `p50 ${idle.p50.toFixed(2)} ms, p99 ${idle.p99.toFixed(2)} ms`, `${idle.n} requests`],
+    ['HEAD c16 during eviction', `p50 ${during.p50.toFixed(2)} ms, p99 ${during.p99.toFixed(2)} ms`, `${during.n} requests; p99 ${(during.p99 / idle.p99).toFixed(2)}× idle (target ≤ 2×)`],
+    ['eviction (prune of every reference)', `${evictS.toFixed(1)} s`, `HTTP ${evictStatus}`],
+  ];
+  const w = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c].length)));
+  console.log(rows.map((r) => r.map((x, i) => x.padEnd(w[i])).join('  ')).join('\n'));
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
