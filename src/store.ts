@@ -20,6 +20,7 @@ export interface OpenedStore {
   repos: RepositoryStore;
   recency: Recency;
   evictor: Evictor;
+  cache: CacheTracker;
   admin: Admin;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
@@ -47,13 +48,8 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     graceSeconds: config.storage.pushGraceSeconds,
   };
   const evictor = new Evictor(blobs, uploads, repos, recency, budget, log);
-  const registry = new Registry(
-    blobs,
-    uploads,
-    repos,
-    registryOptions(config),
-    new CacheTracker(recency, evictor),
-  );
+  const cache = new CacheTracker(blobs, recency, evictor);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache);
   log.info(
     { blobs: blobs.count, bytes: blobs.bytes, budget: budget.maxBytes, repositories: repos.repositories().length, leftovers, expiredUploads: expired },
     'store opened',
@@ -68,6 +64,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     repos,
     recency,
     evictor,
+    cache,
     admin: new Admin(blobs, repos, recency, evictor),
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');

@@ -1,13 +1,30 @@
-import type { CacheHooks } from '../registry/registry.js';
+import type { CacheHooks, Reservation } from '../registry/registry.js';
+import { parseDigest } from '../core/digest.js';
+import type { BlobStore } from '../storage/blob-store.js';
 import type { Evictor } from './evictor.js';
 import type { Recency } from './recency.js';
 
 /** Feeds registry traffic into recency (what to evict last) and the evictor (when to evict). */
 export class CacheTracker implements CacheHooks {
   constructor(
+    private readonly blobs: BlobStore,
     readonly recency: Recency,
     readonly evictor: Evictor,
   ) {}
+
+  /** Pins first (synchronously, so no eviction step can pass its re-check after this), then looks. */
+  async reserve(digests: string[]): Promise<Reservation> {
+    this.recency.pin(digests);
+    const release = () => this.recency.unpin(digests);
+    try {
+      const sizes = await Promise.all(digests.map((d) => this.blobs.locate(parseDigest(d))));
+      for (const d of digests) this.recency.touchBlob(d);
+      return { missing: digests.filter((_, i) => sizes[i] === undefined), release };
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
 
   blobProbed(digest: string): void {
     this.recency.protectBlob(digest);

@@ -55,6 +55,7 @@ export class Evictor {
   readonly totals: EvictionTotals = { runs: 0, tags: 0, manifests: 0, blobs: 0, uploads: 0, bytesReclaimed: 0 };
   private running: Promise<EvictionReport> | undefined;
   private lastCheck = 0;
+  private pendingCheck: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly blobs: BlobStore,
@@ -70,12 +71,17 @@ export class Evictor {
     return { blobBytes: this.blobs.bytes, uploadBytes, total: this.blobs.bytes + uploadBytes };
   }
 
-  /** Cheap enough to call after every write: at most one usage check per second, eviction in the background. */
+  /** Cheap enough to call after every write: at most one usage check per second (a check asked for meanwhile
+   *  runs when the second is up), eviction in the background. */
   check(): void {
-    const now = Date.now();
-    if (this.running || now - this.lastCheck < 1000 || this.budget.maxBytes === undefined) return;
-    this.lastCheck = now;
-    void this.evictIfOver('high watermark').catch((err: unknown) => this.log.error({ err }, 'eviction failed'));
+    if (this.budget.maxBytes === undefined || this.pendingCheck) return;
+    const wait = Math.max(0, this.lastCheck + 1000 - Date.now());
+    this.pendingCheck = setTimeout(() => {
+      this.pendingCheck = undefined;
+      this.lastCheck = Date.now();
+      void this.evictIfOver('high watermark').catch((err: unknown) => this.log.error({ err }, 'eviction failed'));
+    }, wait);
+    this.pendingCheck.unref();
   }
 
   async evictIfOver(reason: string): Promise<EvictionReport | undefined> {
@@ -159,7 +165,8 @@ export class Evictor {
 
   private snapshot(now: number) {
     const blobs = new Map<string, BlobInfo>();
-    for (const [d, size] of this.blobs.digests()) blobs.set(d, { size, lastUsed: this.recency.blobUsed(d) });
+    // A blob with no recorded use was committed a moment ago (its use is on its way): it counts as used now.
+    for (const [d, size] of this.blobs.digests()) blobs.set(d, { size, lastUsed: this.recency.blobUsed(d) ?? now });
     const manifests = [...this.repos.allManifests()].map(([repo, m]) => ({
       repo,
       digest: m.digest,
@@ -188,7 +195,7 @@ export class Evictor {
         return true;
       case 'blob':
         if (this.repos.referenceCount(step.digest) > 0 || this.recency.isProtected(step.digest)) return false;
-        if (this.recency.blobUsed(step.digest) !== step.lastUsed) return false;
+        if ((this.recency.blobUsed(step.digest) ?? -1) !== step.lastUsed) return false;
         if (!(await this.blobs.delete(parseDigest(step.digest), syncs))) return false;
         this.recency.forgetBlob(step.digest);
         return true;

@@ -19,6 +19,8 @@ export class Recency {
   private readonly blobs = new Map<string, number>();
   private readonly refs = new Map<string, number>();
   private readonly protectedUntil = new Map<string, number>();
+  /** Blobs held by requests in progress (a manifest PUT between its existence check and its record). */
+  private readonly pins = new Map<string, number>();
   private readonly dirty = new Set<string>();
   private logLines = 0;
 
@@ -78,7 +80,20 @@ export class Recency {
     this.protectedUntil.set(digest, now + this.graceSeconds);
   }
 
+  pin(digests: readonly string[]): void {
+    for (const d of digests) this.pins.set(d, (this.pins.get(d) ?? 0) + 1);
+  }
+
+  unpin(digests: readonly string[]): void {
+    for (const d of digests) {
+      const n = (this.pins.get(d) ?? 1) - 1;
+      if (n > 0) this.pins.set(d, n);
+      else this.pins.delete(d);
+    }
+  }
+
   isProtected(digest: string, now = nowSeconds()): boolean {
+    if (this.pins.has(digest)) return true;
     const until = this.protectedUntil.get(digest);
     if (until === undefined) return false;
     if (until >= now) return true;
@@ -100,8 +115,9 @@ export class Recency {
     this.dirty.add(k);
   }
 
-  blobUsed(digest: string): number {
-    return this.blobs.get(digest) ?? 0;
+  /** Undefined for a blob this process has not seen used yet (committed a moment ago, or by another worker). */
+  blobUsed(digest: string): number | undefined {
+    return this.blobs.get(digest);
   }
 
   tagUsed(repo: string, tag: string): number {

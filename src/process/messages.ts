@@ -13,7 +13,9 @@ export type UsageSignal =
   | ['m', string, string, string | null]
   | ['f'];
 
+/** Requests a worker makes of the primary and awaits an answer to. */
 export type AdminOp =
+  | { op: 'reserve'; digests: string[] }
   | { op: 'status' }
   | { op: 'du'; repoPrefix?: string }
   | { op: 'gc'; dryRun: boolean }
@@ -22,13 +24,15 @@ export type AdminOp =
 export type WorkerMessage =
   | { kind: 'store'; event: StoreEvent }
   | { kind: 'usage'; signals: UsageSignal[] }
-  | { kind: 'admin'; id: number; call: AdminOp }
+  | { kind: 'request'; id: number; call: AdminOp }
+  /** Ends the reservation made by request `id`. */
+  | { kind: 'release'; id: number }
   | { kind: 'listening'; url: string };
 
 export type PrimaryMessage =
   | { kind: 'store'; event: StoreEvent }
-  | { kind: 'admin-reply'; id: number; ok: true; value: unknown }
-  | { kind: 'admin-reply'; id: number; ok: false; message: string }
+  | { kind: 'reply'; id: number; ok: true; value: unknown }
+  | { kind: 'reply'; id: number; ok: false; message: string }
   | { kind: 'shutdown' };
 
 export const isMessage = (m: unknown): m is { kind: string } =>

@@ -36,7 +36,7 @@ function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
   }
 }
 
-function runAdmin(admin: AdminApi, call: AdminOp): Promise<unknown> {
+function runAdmin(admin: AdminApi, call: Exclude<AdminOp, { op: 'reserve' }>): Promise<unknown> {
   switch (call.op) {
     case 'status':
       return admin.status();
@@ -95,6 +95,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   const fork = (): Worker => {
     const w = cluster.fork(boundAddress ? { [WORKER_LISTEN_ENV]: boundAddress } : {});
     live.add(w);
+    // Reservations this worker holds, released if it dies holding them.
+    const held = new Map<number, () => void>();
     w.on('message', (m: unknown) => {
       if (!isMessage(m)) return;
       const msg = m as WorkerMessage;
@@ -104,17 +106,30 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         broadcast(msg.event, w);
       } else if (msg.kind === 'usage') {
         applyUsage(store, msg.signals);
-      } else if (msg.kind === 'admin') {
-        runAdmin(store.admin, msg.call).then(
-          (value) => post(w, { kind: 'admin-reply', id: msg.id, ok: true, value }),
-          (err: unknown) => post(w, { kind: 'admin-reply', id: msg.id, ok: false, message: (err as Error).message }),
+      } else if (msg.kind === 'request') {
+        const call = msg.call;
+        const answer =
+          call.op === 'reserve'
+            ? store.cache.reserve(call.digests).then((r) => {
+                held.set(msg.id, r.release);
+                return r.missing;
+              })
+            : runAdmin(store.admin, call);
+        answer.then(
+          (value) => post(w, { kind: 'reply', id: msg.id, ok: true, value }),
+          (err: unknown) => post(w, { kind: 'reply', id: msg.id, ok: false, message: (err as Error).message }),
         );
+      } else if (msg.kind === 'release') {
+        held.get(msg.id)?.();
+        held.delete(msg.id);
       } else if (msg.kind === 'listening') {
         if (++listeningWorkers >= workers) onListening(msg.url);
       }
     });
     w.on('exit', (code, signal) => {
       live.delete(w);
+      for (const release of held.values()) release();
+      held.clear();
       const pid = w.process.pid;
       if (pid !== undefined) void store.blobs.removeLeftovers(pid);
       if (stopping) return;

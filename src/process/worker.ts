@@ -2,22 +2,45 @@ import type { Config } from '../config/schema.js';
 import type { AdminApi, Status } from '../cache/admin.js';
 import type { EvictionReport } from '../cache/evictor.js';
 import type { ReferenceInfo } from '../cache/inventory.js';
-import { OciError } from '../core/errors.js';
 import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
-import type { CacheHooks } from '../registry/registry.js';
+import type { CacheHooks, Reservation } from '../registry/registry.js';
 import { openWorkerStores } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
 
+/** Requests to the primary, each answered by a reply with the same id. */
+class PrimaryChannel {
+  private next = 1;
+  private readonly pending = new Map<number, { ok: (v: unknown) => void; fail: (e: Error) => void }>();
+
+  settle(m: Extract<PrimaryMessage, { kind: 'reply' }>): void {
+    const p = this.pending.get(m.id);
+    this.pending.delete(m.id);
+    if (m.ok) p?.ok(m.value);
+    else p?.fail(new Error(m.message));
+  }
+
+  call<T>(call: AdminOp): Promise<{ id: number; value: T }> {
+    const id = this.next++;
+    return new Promise((ok, fail) => {
+      this.pending.set(id, { ok: (value) => ok({ id, value: value as T }), fail });
+      send({ kind: 'request', id, call });
+    });
+  }
+}
+
 /**
  * Cache signals from this worker's requests, sent to the primary in batches (at most one IPC message per 20 ms),
- * so the hot path (BuildKit's HEADs) costs an array push.
+ * so the hot path (BuildKit's HEADs) costs an array push. Reservations are a round trip: the primary evicts,
+ * so only it can promise that a blob stays.
  */
 class ForwardingHooks implements CacheHooks {
   private batch: UsageSignal[] = [];
   private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly channel: PrimaryChannel) {}
 
   private push(s: UsageSignal): void {
     this.batch.push(s);
@@ -32,6 +55,11 @@ class ForwardingHooks implements CacheHooks {
     this.batch = [];
   }
 
+  async reserve(digests: string[]): Promise<Reservation> {
+    const { id, value } = await this.channel.call<string[]>({ op: 'reserve', digests });
+    // Sent after the manifest's store event on the same channel, so the primary sees the record first.
+    return { missing: value, release: () => send({ kind: 'release', id }) };
+  }
   blobProbed(digest: string): void {
     this.push(['p', digest]);
   }
@@ -51,22 +79,10 @@ class ForwardingHooks implements CacheHooks {
 
 /** Admin calls answered by the primary, which owns recency and the evictor. */
 class RemoteAdmin implements AdminApi {
-  private next = 1;
-  private readonly pending = new Map<number, { ok: (v: unknown) => void; fail: (e: Error) => void }>();
+  constructor(private readonly channel: PrimaryChannel) {}
 
-  settle(m: Extract<PrimaryMessage, { kind: 'admin-reply' }>): void {
-    const p = this.pending.get(m.id);
-    this.pending.delete(m.id);
-    if (m.ok) p?.ok(m.value);
-    else p?.fail(new OciError('UNSUPPORTED', m.message));
-  }
-
-  private call<T>(call: AdminOp): Promise<T> {
-    const id = this.next++;
-    return new Promise<T>((ok, fail) => {
-      this.pending.set(id, { ok: ok as (v: unknown) => void, fail });
-      send({ kind: 'admin', id, call });
-    });
+  private async call<T>(call: AdminOp): Promise<T> {
+    return (await this.channel.call<T>(call)).value;
   }
 
   status = () => this.call<Status>({ op: 'status' });
@@ -80,8 +96,9 @@ class RemoteAdmin implements AdminApi {
 export async function runWorker(configured: Config, log: Logger): Promise<void> {
   const listen = process.env[WORKER_LISTEN_ENV];
   const config = listen ? { ...configured, listen } : configured;
-  const hooks = new ForwardingHooks();
-  const admin = new RemoteAdmin();
+  const channel = new PrimaryChannel();
+  const hooks = new ForwardingHooks(channel);
+  const admin = new RemoteAdmin(channel);
   let stopping = false;
   let stop: () => void = () => {
     stopping = true; // asked to stop before serving: do it as soon as the server is up
@@ -107,8 +124,8 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     if (msg.kind === 'store') {
       blobs.apply(msg.event);
       repos.apply(msg.event);
-    } else if (msg.kind === 'admin-reply') {
-      admin.settle(msg);
+    } else if (msg.kind === 'reply') {
+      channel.settle(msg);
     }
   };
   for (const m of pending.splice(0)) handle(m);

@@ -4,7 +4,7 @@ import { digestOf, parseDigest, type Digest } from '../core/digest.js';
 import type { BlobReader, BlobStore } from '../storage/blob-store.js';
 import type { ChunkOptions, UploadSession, UploadStore } from '../storage/upload-store.js';
 import type { ManifestRecord, RepositoryStore } from '../storage/repository-store.js';
-import { parseManifest, referrerArtifactType, requiredDigests } from './manifest.js';
+import { parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
 
@@ -19,11 +19,21 @@ export interface RegistryOptions {
  * a push is in progress, writes that may cross the budget, and a full disk.
  */
 export interface CacheHooks {
+  /**
+   * Holds blobs against eviction while a manifest that references them is stored, and reports which of them do
+   * not exist (asked of whoever evicts, so that an answer of "present" stays true until `release`).
+   */
+  reserve(digests: string[]): Promise<Reservation>;
   blobProbed(digest: string): void;
   blobRead(digest: string): void;
   written(digest: string): void;
   manifestUsed(repo: string, digest: string, tag: string | undefined): void;
   storageFull(): void;
+}
+
+export interface Reservation {
+  missing: string[];
+  release(): void;
 }
 
 export interface StoredManifest {
@@ -143,11 +153,23 @@ export class Registry {
       });
     }
     const parsed = parseManifest(body, contentType);
-    const required = requiredDigests(parsed);
-    // Protect before checking: eviction must not remove a blob between this check and the record being written.
-    for (const d of required) this.cache.blobProbed(d);
-    const sizes = await Promise.all(required.map((d) => this.blobs.locate(parseDigest(d))));
-    const missing = required.filter((_, i) => sizes[i] === undefined);
+    const reservation = await this.cache.reserve(requiredDigests(parsed));
+    try {
+      return await this.storeManifest(name, ref, body, digest, parsed, reservation.missing);
+    } finally {
+      // Once the record exists it keeps the blobs alive; until then the reservation did.
+      reservation.release();
+    }
+  }
+
+  private async storeManifest(
+    name: string,
+    ref: Reference,
+    body: Buffer,
+    digest: Digest,
+    parsed: ParsedManifest,
+    missing: string[],
+  ): Promise<ManifestRecord> {
     if (missing.length > 0) {
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} unknown blob(s), first ${missing[0]}`, {
         digests: missing.slice(0, 20),

@@ -23,6 +23,8 @@ export interface BlobReader {
 export class BlobStore {
   private readonly sizes = new Map<string, number>();
   private readonly knownDirs = new Set<string>();
+  /** Blobs whose file is being unlinked: already gone for every lookup, though the file may still exist. */
+  private readonly deleting = new Map<string, Promise<unknown>>();
   private total = 0;
   private listener: StoreListener | undefined;
 
@@ -109,6 +111,7 @@ export class BlobStore {
   async locate(d: Digest): Promise<number | undefined> {
     const known = this.sizes.get(d.value);
     if (known !== undefined) return known;
+    if (this.deleting.has(d.value)) return undefined;
     try {
       const st = await stat(this.layout.blobPath(d));
       this.index(d.value, st.size);
@@ -170,6 +173,8 @@ export class BlobStore {
       await mkdir(dir, { recursive: true });
       this.knownDirs.add(dir);
     }
+    // A re-push racing the eviction of the same digest must land after the unlink, not be removed by it.
+    await this.deleting.get(d.value);
     if (this.sizes.has(d.value)) {
       await unlinkIfExists(path);
       return;
@@ -189,6 +194,7 @@ export class BlobStore {
     const tmp = await this.writeTemp(async (fh) => {
       const hash = newHash(expected.algorithm);
       size = await writeStream(source, fh, (c) => hash.update(c));
+      if ((await fh.stat()).size !== size) throw new Error(`wrote ${size} bytes but the file holds a different size`);
       if (expectedSize !== undefined && size !== expectedSize) {
         throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
       }
@@ -230,9 +236,15 @@ export class BlobStore {
   async delete(d: Digest, batch?: DirSyncs): Promise<boolean> {
     this.unindex(d.value);
     this.listener?.({ type: 'blob-removed', digest: d.value });
-    const removed = await unlinkIfExists(this.layout.blobPath(d));
-    if (removed) await syncDir(this.layout.blobDir(d), batch);
-    return removed;
+    const removal = unlinkIfExists(this.layout.blobPath(d));
+    this.deleting.set(d.value, removal.catch(() => undefined));
+    try {
+      const removed = await removal;
+      if (removed) await syncDir(this.layout.blobDir(d), batch);
+      return removed;
+    } finally {
+      this.deleting.delete(d.value);
+    }
   }
 
   /** Temp files belong to writes that were in flight when a process died: none can complete now. Without a pid,

@@ -62,7 +62,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, t
   } catch (e) {
     await fh.close();
     await unlinkIfExists(tmp);
-    throw e;
+    throw storageError(e);
   }
   await fh.close();
   try {
@@ -70,7 +70,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, t
     await rename(tmp, path);
   } catch (e) {
     await unlinkIfExists(tmp);
-    throw e;
+    throw storageError(e);
   }
   await fsyncDir(dirname(path));
 }
@@ -117,8 +117,7 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
           const batch = queue;
           queue = [];
           queued = 0;
-          await fh.writev(batch);
-          unsynced += batch.reduce((n, b) => n + b.length, 0);
+          unsynced += await writevAll(fh, batch);
           if (unsynced >= SYNC_EVERY) {
             // Start writeback of what is written so far while the network keeps coming, so the fsync at commit
             // finds little left to do: the push then costs max(network, disk) rather than their sum.
@@ -154,6 +153,30 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
     };
     source.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
   });
+}
+
+/**
+ * writev until every byte is written: a nearly full disk accepts part of a write before refusing the rest, and a
+ * short write taken for a whole one would commit a truncated blob under the full blob's digest.
+ */
+async function writevAll(fh: FileHandle, bufs: Buffer[]): Promise<number> {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  let done = (await fh.writev(bufs)).bytesWritten;
+  while (done < total) {
+    const rest: Buffer[] = [];
+    let skip = done;
+    for (const b of bufs) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    const n = (await fh.writev(rest)).bytesWritten;
+    if (n === 0) throw Object.assign(new Error('no space left on device (short write)'), { code: 'ENOSPC' });
+    done += n;
+  }
+  return total;
 }
 
 /** A full disk is the client's problem to hear about clearly (and the evictor's to fix), not an internal error. */

@@ -122,6 +122,9 @@ export class UploadStore {
   async finish(session: UploadSession, expected: Digest, lastChunk?: Readable, opts: ChunkOptions = {}): Promise<number> {
     return this.exclusive(session.id, async () => {
       const offset = lastChunk ? await this.appendLocked(session, lastChunk, opts) : (await stat(this.dataPath(session.id))).size;
+      if ((await stat(this.dataPath(session.id))).size !== offset) {
+        throw new OciError('BLOB_UPLOAD_INVALID', 'the upload changed while it was being completed; retry the upload');
+      }
       const actual = await this.digest(session.id, offset, expected.algorithm);
       if (actual.value !== expected.value) {
         await this.remove(session.id);
@@ -198,8 +201,14 @@ export class UploadStore {
     for (const id of await readdir(this.layout.uploads).catch(() => [] as string[])) {
       if (this.busy.has(id)) continue;
       const dir = this.layout.uploadDir(id);
-      const idle = now - (await lastActivity(dir));
-      const valid = UUID_RE.test(id) && (await readFile(`${dir}/meta.json`, 'utf8').then((t) => !!JSON.parse(t), () => false));
+      const last = await lastActivity(dir);
+      if (last === 0) continue; // finished (and removed) while this sweep ran
+      const idle = now - last;
+      const valid =
+        UUID_RE.test(id) &&
+        (await readFile(`${dir}/meta.json`, 'utf8')
+          .then((t) => !!JSON.parse(t))
+          .catch(() => false));
       // A folder without valid metadata may be a session being created right now: give it a minute.
       if (idle > this.ttlMs || (!valid && idle > 60_000)) {
         await this.remove(id);

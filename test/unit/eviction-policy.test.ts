@@ -4,6 +4,7 @@
  * manifest step removes a record that no remaining tag or same-repository index still keeps, and a blob step
  * removes a blob that no remaining manifest (in any repository) is or references, and that is not protected.
  */
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { planEviction, type BlobInfo, type CacheSnapshot, type EvictionPlan, type EvictionStep, type ManifestInfo, type TagInfo } from '../../src/cache/policy.js';
 
@@ -12,7 +13,8 @@ const GRACE = 60;
 /** Well before the grace window. */
 const OLD = NOW - 10_000;
 
-const d = (name: string) => `sha256:${Buffer.from(name).toString('hex').padEnd(64, '0').slice(0, 64)}`;
+/** A digest per fixture name (names are unique within a fixture). */
+const d = (name: string) => `sha256:${createHash('sha256').update(name).digest('hex')}`;
 
 interface Fixture {
   blobs: Map<string, BlobInfo>;

@@ -57,7 +57,7 @@ describe('Recency persistence', () => {
     expect(again.tagUsed('team/app', 'other')).toBe(3500);
     expect(again.manifestUsed('team/app', digest(9))).toBe(4000);
     // Unknown entries read as "never used" (0), which sorts them first for eviction.
-    expect(again.blobUsed(digest(3))).toBe(0);
+    expect(again.blobUsed(digest(3))).toBeUndefined();
     expect(again.tagUsed('team/app', 'nope')).toBe(0);
     expect(again.manifestUsed('other', digest(9))).toBe(0);
   });
@@ -131,7 +131,7 @@ describe('Recency persistence', () => {
     );
     const r = await opened();
     expect(r.blobUsed(digest(1))).toBe(77);
-    expect(r.blobUsed(digest(2))).toBe(0);
+    expect(r.blobUsed(digest(2))).toBeUndefined();
     expect(r.tagUsed('r', 't')).toBe(88);
     expect(r.blobUsed(digest(3))).toBe(99);
   });
@@ -162,7 +162,7 @@ describe('Recency persistence', () => {
     const again = await opened();
     expect(again.blobUsed(digest(1))).toBe(3001);
     expect(again.blobUsed(digest(N - 1))).toBe(3000 + ((N - 1) % 7));
-    expect(again.blobUsed(digest(0))).toBe(0);
+    expect(again.blobUsed(digest(0))).toBeUndefined();
     expect(again.tagUsed('repo', 'tag')).toBe(4242);
     // After compaction the log grows again from empty and still combines with the snapshot.
     again.touchBlob(digest(5), 9999);
@@ -226,7 +226,7 @@ describe('Recency protection (push grace window)', () => {
     r.protectBlob(digest(1), 1000);
     r.forgetBlob(digest(1));
     expect(r.isProtected(digest(1), 1000)).toBe(false);
-    expect(r.blobUsed(digest(1))).toBe(0);
+    expect(r.blobUsed(digest(1))).toBeUndefined();
     r.touchTag('r', 't', 5);
     r.touchManifest('r', digest(2), 6);
     r.forgetTag('r', 't');
