@@ -14,7 +14,7 @@
 // Exit status: 0 unless something is actually broken: any error from buildcached, a daemon that does not start, or a
 // distribution error outside the CI storm (in the storm, distribution's own 5xx are recorded as findings).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -501,7 +501,10 @@ const jsonPath = join(resultsDir, `${stamp}${quick ? '-quick' : ''}.json`);
 writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
 process.stdout.write(`\nresults: ${jsonPath}\n`);
 if (writeMarkdown) {
-  writeFileSync(join(REPO_ROOT, 'BENCHMARKS.md'), markdownReport(result, rows, limitsTable));
+  // bench/scale.mjs owns its own section of the file; keep it across runs of this one.
+  const path = join(REPO_ROOT, 'BENCHMARKS.md');
+  const scale = existsSync(path) ? /<!-- scale:start -->[\s\S]*<!-- scale:end -->/.exec(readFileSync(path, 'utf8'))?.[0] : undefined;
+  writeFileSync(path, markdownReport(result, rows, limitsTable) + (scale ? `\n${scale}\n` : ''));
   process.stdout.write(`BENCHMARKS.md updated\n`);
 } else {
   process.stdout.write(`BENCHMARKS.md not updated (${quick ? 'quick run' : 'partial run'}; pass --markdown to force)\n`);

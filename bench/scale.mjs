@@ -148,6 +148,29 @@ async function headLoad(url, digests, concurrency, until) {
   return { n: lat.length, p50: q(0.5), p99: q(0.99) };
 }
 
+/** Replaces this benchmark's section of BENCHMARKS.md (bench/run.mjs keeps it when it rewrites the rest). */
+async function recordSection(rows) {
+  const path = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));
+  const old = await readFile(path, 'utf8').catch(() => '# Benchmarks\n');
+  const section = [
+    '<!-- scale:start -->',
+    '## The store at scale',
+    '',
+    `Latest run: **${new Date().toISOString()}**, ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}.`,
+    '',
+    '```',
+    'npm run bench:scale',
+    '```',
+    '',
+    '| figure | value | notes |',
+    '| --- | --- | --- |',
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+    '<!-- scale:end -->',
+  ].join('\n');
+  const re = /<!-- scale:start -->[\s\S]*<!-- scale:end -->/;
+  await writeFile(path, re.test(old) ? old.replace(re, section) : `${old.trimEnd()}\n\n${section}\n`);
+}
+
 const work = await mkdtemp(join(os.tmpdir(), 'buildcached-scale-'));
 try {
   const empty = await startDaemon(join(work, 'empty'));
@@ -188,6 +211,7 @@ try {
   ];
   const w = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c].length)));
   console.log(rows.map((r) => r.map((x, i) => x.padEnd(w[i])).join('  ')).join('\n'));
+  if (!quick) await recordSection(rows);
 } finally {
   await rm(work, { recursive: true, force: true });
 }
