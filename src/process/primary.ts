@@ -69,6 +69,9 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     throw e;
   }
   const live = new Set<Worker>();
+  /** Workers that said they listen. One still starting may not hear a message yet; it serves nothing, so at
+   *  shutdown it is simply killed. */
+  const serving = new Set<Worker>();
   const post = (w: Worker, m: PrimaryMessage) => {
     if (w.isConnected()) w.send(m);
   };
@@ -123,11 +126,13 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         held.get(msg.id)?.();
         held.delete(msg.id);
       } else if (msg.kind === 'listening') {
+        serving.add(w);
         if (++listeningWorkers >= workers) onListening(msg.url);
       }
     });
     w.on('exit', (code, signal) => {
       live.delete(w);
+      serving.delete(w);
       for (const release of held.values()) release();
       held.clear();
       const pid = w.process.pid;
@@ -137,7 +142,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (!started) return onFailedStart(new ListenError(`a worker could not start (exit code ${code}); its reason is above`));
       log.error({ pid, code, signal }, 'worker exited unexpectedly; starting a new one');
       // Not unref'd: with every worker gone this timer is what keeps the primary alive to replace them.
-      setTimeout(fork, 500);
+      setTimeout(() => stopping || fork(), 500);
     });
     return w;
   };
@@ -164,7 +169,10 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     close: async () => {
       stopping = true;
       const exited = [...live].map((w) => new Promise<void>((done) => (w.isDead() ? done() : w.once('exit', () => done()))));
-      for (const w of live) post(w, { kind: 'shutdown' });
+      for (const w of live) {
+        if (serving.has(w)) post(w, { kind: 'shutdown' });
+        else w.process.kill('SIGKILL');
+      }
       // Workers drain within the shutdown timeout; one that does not is killed rather than waited for forever.
       const kill = setTimeout(() => {
         for (const w of live) w.process.kill('SIGKILL');
