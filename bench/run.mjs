@@ -427,6 +427,20 @@ try {
       };
       log(`[rss] ${t.name} (${processes} process${processes > 1 ? 'es' : ''}): idle RSS ${fmt(idle.rss / MiB)} MiB / PSS ${fmt(idle.pss / MiB)} MiB; peak RSS ${fmt(peakRss / MiB)} MiB (VmHWM ${fmt(hwm / MiB)}), peak PSS ${fmt(peakPss / MiB)} MiB; push ${fmt(p)} MB/s, pull ${fmt(q)} MB/s`);
     }
+    // The same transfer through a single-process buildcached (serve --workers 1): the per-process bound, without
+    // the baseline of every extra Node process that the default (one worker per core) adds.
+    await stop(bc);
+    const single = await startBuildcached({ dataDir: join(work, 'buildcached-rss-single'), logFile: join(work, 'buildcached-rss-single.log'), appDir, workers: '1' });
+    const singleFig = figure('rss-big-single', `peak RSS, same test, buildcached serve --workers 1 (one process)`, 'MiB', 'lower');
+    const sampler = sampleRss(single.pid, 100);
+    const st = new Target('buildcached', single.url);
+    await push(st, 'bench/big', spec, 'monolithic');
+    await pullOne(st, 'bench/big', spec);
+    st.close();
+    const { peakRss, hwm } = sampler.stop();
+    singleFig.samples.buildcached.push(Math.max(peakRss, hwm) / MiB);
+    singleFig.samples.distribution.push(fig.samples.distribution.at(-1));
+    await stop(single);
   }
 
 } catch (e) {

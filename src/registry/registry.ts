@@ -192,9 +192,9 @@ export class Registry {
     return record;
   }
 
-  resolve(name: string, ref: Reference): ManifestRecord {
-    const digest = ref.kind === 'tag' ? this.repos.resolveTag(name, ref.tag) : ref.digest.value;
-    const record = digest ? this.repos.manifest(name, digest) : undefined;
+  async resolve(name: string, ref: Reference): Promise<ManifestRecord> {
+    const digest = ref.kind === 'tag' ? await this.repos.lookupTag(name, ref.tag) : ref.digest.value;
+    const record = digest ? await this.repos.lookupManifest(name, digest) : undefined;
     if (!record) {
       const what = ref.kind === 'tag' ? `${name}:${ref.tag}` : `${name}@${ref.digest.value}`;
       throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
@@ -204,7 +204,7 @@ export class Registry {
   }
 
   async openManifest(name: string, ref: Reference): Promise<StoredManifest> {
-    const record = this.resolve(name, ref);
+    const record = await this.resolve(name, ref);
     const reader = await this.blobs.openReader(parseDigest(record.digest));
     if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${record.digest} content is missing`, { name });
     return { record, reader };
@@ -212,8 +212,14 @@ export class Registry {
 
   async deleteManifest(name: string, ref: Reference): Promise<void> {
     if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
-    if (ref.kind === 'tag') await this.repos.deleteTag(name, ref.tag);
-    else await this.repos.deleteManifest(name, ref.digest.value);
+    // Load what another worker may have written a moment ago, so deleting it does not answer "unknown".
+    if (ref.kind === 'tag') {
+      await this.repos.lookupTag(name, ref.tag);
+      await this.repos.deleteTag(name, ref.tag);
+    } else {
+      await this.repos.lookupManifest(name, ref.digest.value);
+      await this.repos.deleteManifest(name, ref.digest.value);
+    }
   }
 
   tags(name: string, n: number | undefined, last: string | undefined): Page {

@@ -178,6 +178,36 @@ export class RepositoryStore {
     return this.repo(name)?.manifests.get(digest);
   }
 
+  /**
+   * A tag's target, from memory — or, on a miss, from its file: another worker process may have written it a
+   * moment before its change event arrives here, and a client that pushed there may already read here.
+   */
+  async lookupTag(name: string, tag: string): Promise<string | undefined> {
+    const known = this.resolveTag(name, tag);
+    if (known !== undefined) return known;
+    const target = (await readFile(this.layout.tag(name, tag), 'utf8').catch(() => '')).trim();
+    if (!target || !(await this.lookupManifest(name, target))) return undefined;
+    this.repo(name, true).tags.set(tag, target);
+    return target;
+  }
+
+  /** A manifest record from memory or, on a miss, from its file (see lookupTag). */
+  async lookupManifest(name: string, digest: string): Promise<ManifestRecord | undefined> {
+    const known = this.manifest(name, digest);
+    if (known) return known;
+    const parsed = tryParseDigest(digest);
+    if (!parsed) return undefined;
+    try {
+      const rec = JSON.parse(await readFile(this.layout.manifestMeta(name, parsed), 'utf8')) as ManifestRecord;
+      if (rec.digest !== digest) return undefined;
+      const repo = this.repo(name, true);
+      if (!repo.manifests.has(digest)) this.addRecord(repo, rec);
+      return rec;
+    } catch {
+      return undefined;
+    }
+  }
+
   manifests(name: string): ManifestRecord[] {
     return [...(this.repo(name)?.manifests.values() ?? [])];
   }

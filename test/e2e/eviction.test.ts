@@ -434,7 +434,7 @@ describe('crash during eviction', () => {
   it('kill -9 in the middle of an eviction run leaves a consistent store', async () => {
     const d = await startCache({ maxBytes: 1024 * MiB, pushGraceSeconds: 1 });
     const c = d.client;
-    const N = 150;
+    const N = 400;
     const shared = randomBytes(8 * KiB);
     await putBlob(c, 'crash/base', shared);
     for (let i = 0; i < N; i += 10) {

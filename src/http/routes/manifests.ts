@@ -20,11 +20,11 @@ function manifestHeaders(res: Response, m: ManifestRecord): void {
 export function manifestRoutes(registry: Registry, maxManifestBytes: number): Router {
   const r = Router();
 
-  r.head(MANIFEST_PATH, (req, res) => {
+  r.head(MANIFEST_PATH, async (req, res) => {
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    manifestHeaders(res, registry.resolve(name, lookupReference(String(req.params[1]))));
+    manifestHeaders(res, await registry.resolve(name, lookupReference(String(req.params[1]))));
     res.status(200).end();
   });
 
