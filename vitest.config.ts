@@ -8,6 +8,7 @@ export default defineConfig({
     // e2e suites start real daemons and clients; two cores do not gain from more parallel files.
     fileParallelism: true,
     maxWorkers: 2,
-    reporters: ['default'],
+    // The JSON report lets .ci/run print a one-line summary that CI reads.
+    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
   },
 });
