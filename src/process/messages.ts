@@ -16,13 +16,15 @@ export type UsageSignal =
 /** Requests a worker makes of the primary and awaits an answer to. */
 export type AdminOp =
   | { op: 'reserve'; digests: string[] }
+  /** A change this worker committed: answered once every process applied it. */
+  | { op: 'publish'; event: StoreEvent }
   | { op: 'status' }
   | { op: 'du'; repoPrefix?: string }
   | { op: 'gc'; dryRun: boolean }
   | { op: 'prune'; olderThanMs: number; repoPrefix?: string; dryRun: boolean };
 
 export type WorkerMessage =
-  | { kind: 'store'; event: StoreEvent }
+  | { kind: 'applied'; ack: number }
   | { kind: 'usage'; signals: UsageSignal[] }
   | { kind: 'request'; id: number; call: AdminOp }
   /** Ends the reservation made by request `id`. */
@@ -30,7 +32,8 @@ export type WorkerMessage =
   | { kind: 'listening'; url: string };
 
 export type PrimaryMessage =
-  | { kind: 'store'; event: StoreEvent }
+  /** Apply, then answer `applied` with the same ack number. */
+  | { kind: 'store'; event: StoreEvent; ack: number }
   | { kind: 'reply'; id: number; ok: true; value: unknown }
   | { kind: 'reply'; id: number; ok: false; message: string }
   | { kind: 'shutdown' };

@@ -36,7 +36,7 @@ function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
   }
 }
 
-function runAdmin(admin: AdminApi, call: Exclude<AdminOp, { op: 'reserve' }>): Promise<unknown> {
+function runAdmin(admin: AdminApi, call: Exclude<AdminOp, { op: 'reserve' | 'publish' }>): Promise<unknown> {
   switch (call.op) {
     case 'status':
       return admin.status();
@@ -75,12 +75,32 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   const post = (w: Worker, m: PrimaryMessage) => {
     if (w.isConnected()) w.send(m);
   };
-  const broadcast = (event: StoreEvent, except?: Worker) => {
-    for (const w of live) if (w !== except) post(w, { kind: 'store', event });
+  // Change events: a change counts as done once every serving worker has applied it, so that whatever a client
+  // reads next, through any worker, reflects it. A worker still starting applies it when it can; none waits for it.
+  let nextAck = 1;
+  const awaiting = new Map<number, { left: Set<Worker>; done: () => void }>();
+  const applied = (ack: number, w: Worker) => {
+    const a = awaiting.get(ack);
+    if (!a || !a.left.delete(w) || a.left.size > 0) return;
+    awaiting.delete(ack);
+    a.done();
+  };
+  const publish = (event: StoreEvent, except?: Worker): Promise<void> => {
+    const ack = nextAck++;
+    const left = new Set([...serving].filter((w) => w !== except && w.isConnected()));
+    for (const w of live) if (w !== except) post(w, { kind: 'store', event, ack: left.has(w) ? ack : 0 });
+    if (left.size === 0) return Promise.resolve();
+    return new Promise<void>((done) => {
+      awaiting.set(ack, { left, done });
+      // A worker too busy to answer must not stall writes forever; its index catches up when it gets there.
+      setTimeout(() => {
+        if (awaiting.delete(ack)) done();
+      }, 2_000).unref();
+    });
   };
   // The evictor, gc and prune run here: workers learn about their removals like any other change.
-  store.blobs.subscribe((e) => broadcast(e));
-  store.repos.subscribe((e) => broadcast(e));
+  store.blobs.subscribe((e) => publish(e));
+  store.repos.subscribe((e) => publish(e));
 
   let stopping = false;
   let started = false;
@@ -103,21 +123,24 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     w.on('message', (m: unknown) => {
       if (!isMessage(m)) return;
       const msg = m as WorkerMessage;
-      if (msg.kind === 'store') {
-        store.blobs.apply(msg.event);
-        store.repos.apply(msg.event);
-        broadcast(msg.event, w);
+      if (msg.kind === 'applied') {
+        applied(msg.ack, w);
       } else if (msg.kind === 'usage') {
         applyUsage(store, msg.signals);
       } else if (msg.kind === 'request') {
         const call = msg.call;
-        const answer =
-          call.op === 'reserve'
-            ? store.cache.reserve(call.digests).then((r) => {
-                held.set(msg.id, r.release);
-                return r.missing;
-              })
-            : runAdmin(store.admin, call);
+        let answer: Promise<unknown>;
+        if (call.op === 'publish') {
+          store.blobs.apply(call.event);
+          answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(() => null);
+        } else if (call.op === 'reserve') {
+          answer = store.cache.reserve(call.digests).then((r) => {
+            held.set(msg.id, r.release);
+            return r.missing;
+          });
+        } else {
+          answer = runAdmin(store.admin, call);
+        }
         answer.then(
           (value) => post(w, { kind: 'reply', id: msg.id, ok: true, value }),
           (err: unknown) => post(w, { kind: 'reply', id: msg.id, ok: false, message: (err as Error).message }),
@@ -133,6 +156,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     w.on('exit', (code, signal) => {
       live.delete(w);
       serving.delete(w);
+      for (const ack of [...awaiting.keys()]) applied(ack, w);
       for (const release of held.values()) release();
       held.clear();
       const pid = w.process.pid;

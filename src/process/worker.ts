@@ -5,6 +5,7 @@ import type { ReferenceInfo } from '../cache/inventory.js';
 import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheHooks, Reservation } from '../registry/registry.js';
+import type { StoreEvent } from '../storage/events.js';
 import { openWorkerStores } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
@@ -118,12 +119,16 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   process.on('SIGINT', () => {});
 
   const { registry, blobs, repos } = await openWorkerStores(config, hooks);
-  blobs.subscribe((event) => send({ kind: 'store', event }));
-  repos.subscribe((event) => send({ kind: 'store', event }));
+  const publish = async (event: StoreEvent) => {
+    await channel.call<null>({ op: 'publish', event });
+  };
+  blobs.subscribe(publish);
+  repos.subscribe(publish);
   handle = (msg) => {
     if (msg.kind === 'store') {
       blobs.apply(msg.event);
-      repos.apply(msg.event);
+      const ack = msg.ack;
+      void repos.apply(msg.event).then(() => ack && send({ kind: 'applied', ack }));
     } else if (msg.kind === 'reply') {
       channel.settle(msg);
     }

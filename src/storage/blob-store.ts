@@ -182,7 +182,7 @@ export class BlobStore {
     await rename(path, this.layout.blobPath(d));
     await fsyncDir(dir);
     this.index(d.value, size);
-    this.listener?.({ type: 'blob-added', digest: d.value, size });
+    await this.listener?.({ type: 'blob-added', digest: d.value, size });
   }
 
   /**
@@ -235,8 +235,10 @@ export class BlobStore {
 
   async delete(d: Digest, batch?: DirSyncs): Promise<boolean> {
     this.unindex(d.value);
-    this.listener?.({ type: 'blob-removed', digest: d.value });
-    const removal = unlinkIfExists(this.layout.blobPath(d));
+    // Other processes stop answering for the blob before its file goes.
+    const removal = Promise.resolve(this.listener?.({ type: 'blob-removed', digest: d.value })).then(() =>
+      unlinkIfExists(this.layout.blobPath(d)),
+    );
     this.deleting.set(d.value, removal.catch(() => undefined));
     try {
       const removed = await removal;

@@ -12,4 +12,6 @@ export type StoreEvent =
   | { type: 'tag-deleted'; repo: string; tag: string }
   | { type: 'manifest-deleted'; repo: string; digest: string };
 
-export type StoreListener = (e: StoreEvent) => void;
+/** May return a promise: the change then counts as done (and its request is answered) only once every other
+ *  process has applied it, so a client reading through another worker right after sees its own write. */
+export type StoreListener = (e: StoreEvent) => void | Promise<void>;

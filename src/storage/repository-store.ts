@@ -41,14 +41,14 @@ export class RepositoryStore {
     this.listener = listener;
   }
 
-  /** Applies a change another process committed: memory only. */
-  apply(e: StoreEvent): void {
+  /** Applies a change another process committed: to memory (tags are re-read from their file). */
+  async apply(e: StoreEvent): Promise<void> {
     if (e.type === 'manifest-put') {
       const repo = this.repo(e.repo, true);
       if (!repo.manifests.has(e.record.digest)) this.addRecord(repo, e.record);
-      if (e.tag !== undefined) void this.refreshTag(e.repo, e.tag);
+      if (e.tag !== undefined) await this.refreshTag(e.repo, e.tag);
     } else if (e.type === 'tag-deleted') {
-      void this.refreshTag(e.repo, e.tag);
+      await this.refreshTag(e.repo, e.tag);
     } else if (e.type === 'manifest-deleted') {
       this.dropRecord(e.repo, e.digest);
     }
@@ -229,14 +229,14 @@ export class RepositoryStore {
       await writeFileAtomic(this.layout.tag(name, tag), rec.digest, this.layout.tmp);
       repo.tags.set(tag, rec.digest);
     }
-    this.listener?.({ type: 'manifest-put', repo: name, record: rec, tag });
+    await this.listener?.({ type: 'manifest-put', repo: name, record: rec, tag });
   }
 
   async deleteTag(name: string, tag: string, batch?: DirSyncs): Promise<void> {
     const repo = this.repo(name);
     if (!repo?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
     repo.tags.delete(tag);
-    this.listener?.({ type: 'tag-deleted', repo: name, tag });
+    await this.listener?.({ type: 'tag-deleted', repo: name, tag });
     await unlinkIfExists(this.layout.tag(name, tag));
     await syncDir(join(this.layout.repository(name), '_tags'), batch);
   }
@@ -247,7 +247,7 @@ export class RepositoryStore {
     if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
     for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag, batch);
     this.dropRecord(name, digest);
-    this.listener?.({ type: 'manifest-deleted', repo: name, digest });
+    await this.listener?.({ type: 'manifest-deleted', repo: name, digest });
     const path = this.layout.manifestMeta(name, parseDigest(digest));
     await unlinkIfExists(path);
     await syncDir(dirname(path), batch);
