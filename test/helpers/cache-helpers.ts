@@ -3,6 +3,7 @@
  * pulling whole cache references with every byte verified, the admin API, the CLI, and a consistency check of
  * a data directory. Processes go through test/helpers/daemon.ts (tracked, killed by pid in cleanup()).
  */
+import type { Status } from '../../src/cache/admin.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
@@ -146,18 +147,8 @@ export async function admin<T = Record<string, unknown>>(base: string, method: '
   return JSON.parse(res.body.toString('utf8')) as T;
 }
 
-export interface StatusJson {
-  bytesUsed: number;
-  blobBytes: number;
-  uploadBytes: number;
-  budgetBytes: number | null;
-  highWatermark: number;
-  lowWatermark: number;
-  pushGraceSeconds: number;
-  blobCount: number;
-  references: Array<{ repo: string; tag?: string; digest: string; bytes: number; blobs: number; lastUsed: string }>;
-  evictions: { runs: number; tags: number; manifests: number; blobs: number; uploads: number; bytesReclaimed: number };
-}
+/** The JSON of GET /admin/v1/status (and `status --json`). */
+export type StatusJson = Status;
 
 export interface ReportJson {
   dryRun: boolean;

@@ -19,10 +19,9 @@ import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
 import { openRegistry } from '../../src/store.js';
 
-export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
-export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.js';
+
+export { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST };
 export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
 export const CACHE_CONFIG = 'application/vnd.buildkit.cacheconfig.v0';

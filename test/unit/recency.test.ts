@@ -218,7 +218,7 @@ describe('Recency protection (push grace window)', () => {
     r.protectBlob(digest(1));
     expect(r.isProtected(digest(1))).toBe(true);
     expect(r.isProtected(digest(1), nowSeconds() + 6)).toBe(false);
-    expect(Math.abs(r.blobUsed(digest(1)) - nowSeconds())).toBeLessThanOrEqual(1);
+    expect(Math.abs(r.blobUsed(digest(1))! - nowSeconds())).toBeLessThanOrEqual(1);
   });
 
   it('drops protection and time when a blob is forgotten (evicted)', async () => {
