@@ -12,6 +12,13 @@ import { Evictor } from './cache/evictor.js';
 import { CacheTracker } from './cache/cache.js';
 import { resolveBudget } from './cache/budget.js';
 
+/** The stores of the configured data directory, not yet opened. */
+function newStores(config: Config) {
+  const layout = new Layout(resolve(config.storage.dir));
+  const blobs = new BlobStore(layout);
+  return { layout, blobs, uploads: new UploadStore(layout, blobs, config.storage.uploadTtl), repos: new RepositoryStore(layout) };
+}
+
 /** A data directory opened for serving: the registry and the cache machinery around it. */
 export interface OpenedStore {
   layout: Layout;
@@ -30,10 +37,7 @@ export interface OpenedStore {
 
 /** Opens the stores of a data directory (already locked by the caller) and builds the registry over them. */
 export async function openStore(config: Config, log: Logger): Promise<OpenedStore> {
-  const layout = new Layout(resolve(config.storage.dir));
-  const blobs = new BlobStore(layout);
-  const uploads = new UploadStore(layout, blobs, config.storage.uploadTtl);
-  const repos = new RepositoryStore(layout);
+  const { layout, blobs, uploads, repos } = newStores(config);
   const recency = new Recency(layout.state, layout.tmp, config.storage.pushGraceSeconds);
   await recency.open();
   await blobs.open((digest, _size, mtimeMs) => recency.seedBlob(digest, Math.floor(mtimeMs / 1000)));
@@ -87,10 +91,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
  * cleanup and no background work (the primary process owns those), and cache signals go to `hooks`.
  */
 export async function openWorkerStores(config: Config, hooks: CacheHooks): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
-  const layout = new Layout(resolve(config.storage.dir));
-  const blobs = new BlobStore(layout);
-  const uploads = new UploadStore(layout, blobs, config.storage.uploadTtl);
-  const repos = new RepositoryStore(layout);
+  const { blobs, uploads, repos } = newStores(config);
   await blobs.open();
   await repos.open();
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks);

@@ -166,9 +166,13 @@ export async function startBuildcached({ dataDir, logFile, profileDir, appDir = 
     env: { ...process.env, BUILDCACHED_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const proc = track(child, 'buildcached', logFile);
-  const out = tee(child, logFile);
-  child.stdout.pipe(out);
+  return serving(child, 'buildcached', logFile, port);
+}
+
+/** Tracks a started registry, logs its output, and resolves once it answers on 127.0.0.1:`port`. */
+async function serving(child, name, logFile, port) {
+  const proc = track(child, name, logFile);
+  child.stdout.pipe(tee(child, logFile));
   const url = `http://127.0.0.1:${port}`;
   await waitReady(proc, url, 20_000);
   return Object.assign(proc, { url });
@@ -201,12 +205,7 @@ export async function startDistribution({ dataDir, configFile, logFile, descript
   ].join('\n');
   await writeFile(configFile, yaml);
   const child = spawn(DISTRIBUTION_BIN, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const proc = track(child, 'distribution', logFile);
-  const out = tee(child, logFile);
-  child.stdout.pipe(out);
-  const url = `http://127.0.0.1:${port}`;
-  await waitReady(proc, url, 20_000);
-  return Object.assign(proc, { url });
+  return serving(child, 'distribution', logFile, port);
 }
 
 /** The bare Node server (bench/lib/bare-server.mjs), the "Node loopback limit". */

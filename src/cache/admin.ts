@@ -62,10 +62,8 @@ export class Admin implements AdminApi {
   /** Collects garbage now (unreferenced blobs, untagged manifests past the grace window), and evicts down to the
    *  low watermark if usage is above the high one. */
   async gc(dryRun: boolean): Promise<EvictionReport> {
-    const usage = await this.evictor.usage();
-    const max = this.evictor.budget.maxBytes;
-    const over = max !== undefined && usage.total > max * this.evictor.budget.high ? usage.total - Math.floor(max * this.evictor.budget.low) : 0;
-    return this.evictor.run({ targetBytes: over, reason: 'gc', dryRun, filter: { allGarbage: true } });
+    const targetBytes = await this.evictor.excess();
+    return this.evictor.run({ targetBytes, reason: 'gc', dryRun, filter: { allGarbage: true } });
   }
 
   /** Removes references (and what only they keep) not used for `olderThanMs`, optionally under a repo prefix. */

@@ -84,12 +84,17 @@ export class Evictor {
     this.pendingCheck.unref();
   }
 
-  async evictIfOver(reason: string): Promise<EvictionReport | undefined> {
+  /** Bytes to free to get back to the low watermark, or 0 while usage is not above the high one. */
+  async excess(): Promise<number> {
     const max = this.budget.maxBytes;
-    if (max === undefined) return undefined;
+    if (max === undefined) return 0;
     const { total } = await this.usage();
-    if (total <= max * this.budget.high) return undefined;
-    return this.run({ targetBytes: total - Math.floor(max * this.budget.low), reason });
+    return total > max * this.budget.high ? total - Math.floor(max * this.budget.low) : 0;
+  }
+
+  async evictIfOver(reason: string): Promise<EvictionReport | undefined> {
+    const targetBytes = await this.excess();
+    return targetBytes > 0 ? this.run({ targetBytes, reason }) : undefined;
   }
 
   /** A write failed for lack of space: free at least a slice of the store, whatever the budget says. */

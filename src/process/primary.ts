@@ -3,34 +3,33 @@ import { resolve } from 'node:path';
 import type { AdminApi } from '../cache/admin.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
-import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
+import { recordOwner } from '../storage/data-dir.js';
 import type { StoreEvent } from '../storage/events.js';
 import { Layout } from '../storage/layout.js';
 import { ListenError } from '../http/server.js';
 import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
-import type { Running } from './single.js';
+import { lockDataDir, type Running } from './single.js';
+import type { CacheHooks } from '../registry/registry.js';
 
-function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
-  const { recency, evictor } = store;
+/** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
+function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
   for (const s of signals) {
     switch (s[0]) {
       case 'p':
-        recency.protectBlob(s[1]);
+        cache.blobProbed(s[1]);
         break;
       case 'r':
-        recency.touchBlob(s[1]);
+        cache.blobRead(s[1]);
         break;
       case 'w':
-        recency.touchBlob(s[1]);
-        evictor.check();
+        cache.written(s[1]);
         break;
       case 'm':
-        recency.touchManifest(s[1], s[2]);
-        if (s[3] !== null) recency.touchTag(s[1], s[3]);
+        cache.manifestUsed(s[1], s[2], s[3] ?? undefined);
         break;
       case 'f':
-        evictor.onDiskFull();
+        cache.storageFull();
         break;
     }
   }
@@ -57,10 +56,7 @@ function runAdmin(admin: AdminApi, call: Exclude<AdminOp, { op: 'reserve' | 'pub
  */
 export async function startPrimary(config: Config, log: Logger, workers: number): Promise<Running> {
   const layout = new Layout(resolve(config.storage.dir));
-  const release = await acquireDataDir(layout, (err) => {
-    log.fatal({ err }, 'lost the data directory lock; exiting to protect the store');
-    process.exit(1);
-  });
+  const release = await lockDataDir(layout, log);
   let store: OpenedStore;
   try {
     store = await openStore(config, log);
@@ -126,7 +122,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (msg.kind === 'applied') {
         applied(msg.ack, w);
       } else if (msg.kind === 'usage') {
-        applyUsage(store, msg.signals);
+        applyUsage(store.cache, msg.signals);
       } else if (msg.kind === 'request') {
         const call = msg.call;
         let answer: Promise<unknown>;

@@ -11,13 +11,18 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** The whole daemon in one process: lock, store, background work and HTTP. */
-export async function startSingle(config: Config, log: Logger): Promise<Running> {
-  const layout = new Layout(resolve(config.storage.dir));
-  const release = await acquireDataDir(layout, (err) => {
+/** The daemon's hold on its data directory; losing it (a stale-lock takeover) ends the process. */
+export function lockDataDir(layout: Layout, log: Logger): Promise<() => Promise<void>> {
+  return acquireDataDir(layout, (err) => {
     log.fatal({ err }, 'lost the data directory lock; exiting to protect the store');
     process.exit(1);
   });
+}
+
+/** The whole daemon in one process: lock, store, background work and HTTP. */
+export async function startSingle(config: Config, log: Logger): Promise<Running> {
+  const layout = new Layout(resolve(config.storage.dir));
+  const release = await lockDataDir(layout, log);
   try {
     const store = await openStore(config, log);
     const http = await serveHttp(config, store.registry, store.admin, log);

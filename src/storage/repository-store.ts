@@ -59,10 +59,15 @@ export class RepositoryStore {
    * file after each change event makes every process agree with the disk, whatever order the events came in.
    */
   private async refreshTag(name: string, tag: string): Promise<void> {
-    const target = (await readFile(this.layout.tag(name, tag), 'utf8').catch(() => '')).trim();
+    const target = await this.readTag(name, tag);
     const repo = this.repo(name, true);
     if (target && repo.manifests.has(target)) repo.tags.set(tag, target);
     else repo.tags.delete(tag);
+  }
+
+  /** A tag file's target digest; '' when there is no such tag. */
+  private async readTag(name: string, tag: string): Promise<string> {
+    return (await readFile(this.layout.tag(name, tag), 'utf8').catch(() => '')).trim();
   }
 
   private dropRecord(name: string, digest: string): void {
@@ -106,7 +111,7 @@ export class RepositoryStore {
       }
     }
     for (const tag of await readdir(join(base, '_tags')).catch(() => [] as string[])) {
-      const target = (await readFile(join(base, '_tags', tag), 'utf8').catch(() => '')).trim();
+      const target = await this.readTag(name, tag);
       if (repo.manifests.has(target)) repo.tags.set(tag, target);
     }
   }
@@ -185,7 +190,7 @@ export class RepositoryStore {
   async lookupTag(name: string, tag: string): Promise<string | undefined> {
     const known = this.resolveTag(name, tag);
     if (known !== undefined) return known;
-    const target = (await readFile(this.layout.tag(name, tag), 'utf8').catch(() => '')).trim();
+    const target = await this.readTag(name, tag);
     if (!target || !(await this.lookupManifest(name, target))) return undefined;
     this.repo(name, true).tags.set(tag, target);
     return target;
