@@ -3,6 +3,7 @@ import type { Config } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
 import { Registry, type CacheHooks } from './registry/registry.js';
 import { BlobStore } from './storage/blob-store.js';
+import { DigestTable } from './storage/digest-table.js';
 import { Admin } from './cache/admin.js';
 import { Layout } from './storage/layout.js';
 import { RepositoryStore } from './storage/repository-store.js';
@@ -15,8 +16,9 @@ import { resolveBudget } from './cache/budget.js';
 /** The stores of the configured data directory, not yet opened. */
 function newStores(config: Config) {
   const layout = new Layout(resolve(config.storage.dir));
-  const blobs = new BlobStore(layout);
-  return { layout, blobs, uploads: new UploadStore(layout, blobs, config.storage.uploadTtl), repos: new RepositoryStore(layout) };
+  const table = new DigestTable();
+  const blobs = new BlobStore(layout, table);
+  return { layout, table, blobs, uploads: new UploadStore(layout, blobs, config.storage.uploadTtl), repos: new RepositoryStore(layout, table) };
 }
 
 /** A data directory opened for serving: the registry and the cache machinery around it. */
@@ -31,16 +33,16 @@ export interface OpenedStore {
   admin: Admin;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
-  /** Stops the timers and persists recency. */
+  /** Stops the timers and persists recency and the blob index. */
   close(): Promise<void>;
 }
 
 /** Opens the stores of a data directory (already locked by the caller) and builds the registry over them. */
 export async function openStore(config: Config, log: Logger): Promise<OpenedStore> {
-  const { layout, blobs, uploads, repos } = newStores(config);
-  const recency = new Recency(layout.state, layout.tmp, config.storage.pushGraceSeconds);
+  const { layout, table, blobs, uploads, repos } = newStores(config);
+  const recency = new Recency(table, layout.state, layout.tmp, config.storage.pushGraceSeconds, () => blobs.saveIndex());
   await recency.open();
-  await blobs.open((digest, _size, mtimeMs) => recency.seedBlob(digest, Math.floor(mtimeMs / 1000)));
+  const index = await blobs.open((digest, _size, mtimeMs) => recency.seedBlob(digest, Math.floor(mtimeMs / 1000)));
   const leftovers = await blobs.removeLeftovers();
   await uploads.open();
   const expired = await uploads.sweep();
@@ -55,7 +57,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   const cache = new CacheTracker(blobs, recency, evictor);
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache);
   log.info(
-    { blobs: blobs.count, bytes: blobs.bytes, budget: budget.maxBytes, repositories: repos.repositories().length, leftovers, expiredUploads: expired },
+    { blobs: blobs.count, bytes: blobs.bytes, budget: budget.maxBytes, repositories: repos.repositories().length, index, leftovers, expiredUploads: expired },
     'store opened',
   );
   const timers: NodeJS.Timeout[] = [];
@@ -81,7 +83,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     },
     async close() {
       for (const t of timers) clearInterval(t);
-      await recency.flush();
+      await recency.close();
     },
   };
 }

@@ -171,11 +171,11 @@ export class Evictor {
   private snapshot(now: number) {
     const blobs = new Map<string, BlobInfo>();
     // A blob with no recorded use was committed a moment ago (its use is on its way): it counts as used now.
-    for (const [d, size] of this.blobs.digests()) blobs.set(d, { size, lastUsed: this.recency.blobUsed(d) ?? now });
+    for (const [d, size, used] of this.blobs.entries()) blobs.set(d, { size, lastUsed: used || now });
     const manifests = [...this.repos.allManifests()].map(([repo, m]) => ({
       repo,
       digest: m.digest,
-      references: m.references,
+      references: [...m.references],
       lastUsed: this.recency.manifestUsed(repo, m.digest),
     }));
     const tags = [...this.repos.allTags()].map((t) => ({ ...t, lastUsed: this.recency.tagUsed(t.repo, t.tag) }));

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { appendFile, mkdir, truncate } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { writeFileAtomic } from '../storage/fs-util.js';
+import type { DigestTable } from '../storage/digest-table.js';
 
 /** Seconds: small integers keep the per-blob maps compact (V8 stores them unboxed). */
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
@@ -12,11 +13,12 @@ const manifestKey = (repo: string, digest: string) => `m ${repo} ${digest}`;
 /**
  * Last use of every blob, tag and manifest, and the short-lived push protection of blobs that answered a HEAD or
  * a mount. Touches only mark entries dirty in memory; a timer appends the dirty ones to a log (one small write
- * every few seconds, never one per request), and the log is folded into a snapshot when it grows. Loading takes
- * the newest time of each entry, so a crash between snapshot and log truncation loses nothing.
+ * every few seconds, never one per request), and the log is folded into snapshots when it grows and at close:
+ * blob times go into the blob index with the sizes (`saveBlobs`), tag and manifest times into a text snapshot.
+ * Loading takes the newest time of each entry, so a crash between snapshot and log truncation loses nothing.
+ * Blob times live in the digest table, beside the sizes; only blobs that are present have one.
  */
 export class Recency {
-  private readonly blobs = new Map<string, number>();
   private readonly refs = new Map<string, number>();
   private readonly protectedUntil = new Map<string, number>();
   /** Blobs held by requests in progress (a manifest PUT between its existence check and its record). */
@@ -25,9 +27,11 @@ export class Recency {
   private logLines = 0;
 
   constructor(
+    private readonly table: DigestTable,
     private readonly dir: string,
     private readonly tmpDir: string,
     private readonly graceSeconds: number,
+    private readonly saveBlobs: () => Promise<void>,
   ) {}
 
   private get snapshotPath(): string {
@@ -54,8 +58,10 @@ export class Recency {
         const t = Number(line.slice(sp + 1));
         const k = line.slice(0, sp);
         if (!Number.isFinite(t) || sp < 2) continue;
-        if (k.startsWith('b ')) this.blobs.set(k.slice(2), Math.max(t, this.blobs.get(k.slice(2)) ?? 0));
-        else this.refs.set(k, Math.max(t, this.refs.get(k) ?? 0));
+        if (k.startsWith('b ')) {
+          const d = k.slice(2);
+          if (t > this.table.used(d)) this.table.setUsed(d, t);
+        } else this.refs.set(k, Math.max(t, this.refs.get(k) ?? 0));
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
@@ -65,12 +71,13 @@ export class Recency {
 
   /** Seeds a blob found on disk with no recorded use (its file time), without marking it dirty. */
   seedBlob(digest: string, seconds: number): void {
-    if (!this.blobs.has(digest)) this.blobs.set(digest, seconds);
+    if (!this.table.used(digest)) this.table.setUsed(digest, seconds);
   }
 
+  /** A use of a present blob (a blob that is not present has no last use to keep). */
   touchBlob(digest: string, now = nowSeconds()): void {
-    if (this.blobs.get(digest) === now) return;
-    this.blobs.set(digest, now);
+    if (this.table.used(digest) === now || this.table.size(digest) === undefined) return;
+    this.table.setUsed(digest, now);
     this.dirty.add(`b ${digest}`);
   }
 
@@ -117,7 +124,7 @@ export class Recency {
 
   /** Undefined for a blob this process has not seen used yet (committed a moment ago, or by another worker). */
   blobUsed(digest: string): number | undefined {
-    return this.blobs.get(digest);
+    return this.table.used(digest) || undefined;
   }
 
   tagUsed(repo: string, tag: string): number {
@@ -128,8 +135,8 @@ export class Recency {
     return this.refs.get(manifestKey(repo, digest)) ?? 0;
   }
 
+  /** The blob is gone (its last use went with its size). */
   forgetBlob(digest: string): void {
-    this.blobs.delete(digest);
     this.protectedUntil.delete(digest);
   }
 
@@ -146,22 +153,32 @@ export class Recency {
     if (this.dirty.size > 0) {
       const lines: string[] = [];
       for (const k of this.dirty) {
-        const t = k.startsWith('b ') ? this.blobs.get(k.slice(2)) : this.refs.get(k);
-        if (t !== undefined) lines.push(`${k} ${t}\n`);
+        const t = k.startsWith('b ') ? this.table.used(k.slice(2)) : this.refs.get(k);
+        if (t) lines.push(`${k} ${t}\n`);
       }
       this.dirty.clear();
       await appendFile(this.logPath, lines.join(''));
       this.logLines += lines.length;
     }
-    if (this.logLines > Math.max(50_000, 2 * (this.blobs.size + this.refs.size))) await this.compact();
+    if (this.logLines > Math.max(50_000, 2 * (this.table.blobCount + this.refs.size))) await this.compact();
+    const now = nowSeconds();
+    for (const [d, until] of this.protectedUntil) if (until < now) this.protectedUntil.delete(d);
+  }
+
+  /** Flushes and folds the log into the snapshots, so that the next start-up reads them alone. */
+  async close(): Promise<void> {
+    await this.flush();
+    await this.compact();
   }
 
   private async compact(): Promise<void> {
+    await this.saveBlobs();
     const lines: string[] = [];
-    for (const [d, t] of this.blobs) lines.push(`b ${d} ${t}\n`);
     for (const [k, t] of this.refs) lines.push(`${k} ${t}\n`);
     await writeFileAtomic(this.snapshotPath, lines.join(''), this.tmpDir);
-    await truncate(this.logPath, 0);
+    await truncate(this.logPath, 0).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
     this.logLines = 0;
   }
 }

@@ -4,6 +4,7 @@ import { digestOf, parseDigest, type Digest } from '../core/digest.js';
 import type { BlobReader, BlobStore } from '../storage/blob-store.js';
 import type { ChunkOptions, UploadSession, UploadStore } from '../storage/upload-store.js';
 import type { ManifestRecord, RepositoryStore } from '../storage/repository-store.js';
+import { DigestList } from '../storage/digest-list.js';
 import { parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
@@ -179,7 +180,7 @@ export class Registry {
       digest: digest.value,
       mediaType: parsed.mediaType,
       size: body.length,
-      references: parsed.references.map((r) => r.digest),
+      references: new DigestList(parsed.references.map((r) => r.digest)),
     };
     if (parsed.subject) record.subject = parsed.subject.digest;
     const artifactType = referrerArtifactType(parsed);

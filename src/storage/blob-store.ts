@@ -1,10 +1,11 @@
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { sendFile } from './send-file.js';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, tryParseDigest, type Digest } from '../core/digest.js';
-import { DirSyncs, fsyncDir, storageError, syncDir, unlinkIfExists, writeStream } from './fs-util.js';
+import { DirSyncs, fsyncDir, storageError, syncDir, unlinkIfExists, writeFileAtomic, writeStream } from './fs-util.js';
+import type { DigestTable } from './digest-table.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
 
@@ -18,17 +19,19 @@ export interface BlobReader {
 /**
  * Content-addressed blob files, one per digest, shared by every repository. A file appears under its digest only
  * by rename after its content was hashed and fsynced, so a present file is always complete and verified. The size
- * of every blob is kept in memory so existence checks (BuildKit's HEAD before each push) never touch the disk.
+ * of every blob is kept in memory (in the digest table) so existence checks — BuildKit's HEAD before each push —
+ * never touch the disk.
  */
 export class BlobStore {
-  private readonly sizes = new Map<string, number>();
   private readonly knownDirs = new Set<string>();
   /** Blobs whose file is being unlinked: already gone for every lookup, though the file may still exist. */
   private readonly deleting = new Map<string, Promise<unknown>>();
-  private total = 0;
   private listener: StoreListener | undefined;
 
-  constructor(private readonly layout: Layout) {}
+  constructor(
+    private readonly layout: Layout,
+    private readonly table: DigestTable,
+  ) {}
 
   /** Receives every change this process commits (to tell other processes). */
   subscribe(listener: StoreListener): void {
@@ -37,71 +40,95 @@ export class BlobStore {
 
   /** Applies a change another process committed: memory only. */
   apply(e: StoreEvent): void {
-    if (e.type === 'blob-added') this.index(e.digest, e.size);
-    else if (e.type === 'blob-removed') this.unindex(e.digest);
+    if (e.type === 'blob-added') this.table.setSize(e.digest, e.size);
+    else if (e.type === 'blob-removed') this.table.deleteBlob(e.digest);
   }
 
   /**
-   * Loads the size index by walking the blob tree once at start-up, reporting each blob's file time to `onBlob`
-   * (the recency tracker seeds blobs it has no record of).
+   * Loads the sizes at start-up: from the index file written at the last clean stop or compaction (see
+   * `saveIndex`), reconciled with a listing of the blob tree — a blob the index names but the disk lacks is
+   * dropped, and only files the index does not know are stat'ed, each reported with its file time to `onBlob`
+   * (the recency tracker seeds blobs it has no record of). Sizes never change under a digest, so a stale index
+   * costs only those stats. Returns how the index was used.
    */
-  async open(onBlob?: (digest: string, size: number, mtimeMs: number) => void): Promise<void> {
+  async open(onBlob?: (digest: string, size: number, mtimeMs: number) => void): Promise<{ indexed: number; statted: number; dropped: number }> {
     await mkdir(this.layout.blobs, { recursive: true });
     await mkdir(this.layout.tmp, { recursive: true });
+    await this.loadIndex();
+    this.table.beginSweep();
+    const unknown: { dir: string; digests: Digest[] }[] = [];
+    let indexed = 0;
     for (const algorithm of await readdir(this.layout.blobs)) {
       const algoDir = `${this.layout.blobs}/${algorithm}`;
       const prefixes = await readdir(algoDir).catch(() => [] as string[]);
-      await Promise.all(prefixes.map((p) => this.loadPrefix(algorithm, `${algoDir}/${p}`, onBlob)));
+      await Promise.all(
+        prefixes.map(async (p) => {
+          const dir = `${algoDir}/${p}`;
+          const names = await readdir(dir).catch(() => [] as string[]);
+          this.knownDirs.add(dir);
+          const digests: Digest[] = [];
+          for (const name of names) {
+            const digest = tryParseDigest(`${algorithm}:${name}`);
+            if (!digest) continue;
+            if (this.table.markPresent(digest.value)) indexed++;
+            else digests.push(digest);
+          }
+          if (digests.length) unknown.push({ dir, digests });
+        }),
+      );
+    }
+    const dropped = this.table.endSweep();
+    let statted = 0;
+    await Promise.all(
+      unknown.map(async ({ dir, digests }) => {
+        for (const d of digests) {
+          const st = await stat(`${dir}/${d.hex}`).catch(() => undefined);
+          if (!st) continue;
+          this.table.setSize(d.value, st.size);
+          onBlob?.(d.value, st.size, st.mtimeMs);
+          statted++;
+        }
+      }),
+    );
+    return { indexed, statted, dropped };
+  }
+
+  private async loadIndex(): Promise<void> {
+    const data = await readFile(this.layout.blobIndex).catch(() => undefined);
+    if (!data) return;
+    try {
+      this.table.decode(data);
+    } catch {
+      // Written atomically, so a malformed index is foreign or damaged: every blob is stat'ed instead.
     }
   }
 
-  private async loadPrefix(
-    algorithm: string,
-    dir: string,
-    onBlob?: (digest: string, size: number, mtimeMs: number) => void,
-  ): Promise<void> {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    this.knownDirs.add(dir);
-    for (const e of entries) {
-      if (!e.isFile()) continue;
-      const digest = tryParseDigest(`${algorithm}:${e.name}`);
-      if (!digest) continue;
-      const st = await stat(`${dir}/${e.name}`);
-      this.index(digest.value, st.size);
-      onBlob?.(digest.value, st.size, st.mtimeMs);
-    }
-  }
-
-  private index(digest: string, size: number): void {
-    this.total += size - (this.sizes.get(digest) ?? 0);
-    this.sizes.set(digest, size);
-  }
-
-  private unindex(digest: string): void {
-    this.total -= this.sizes.get(digest) ?? 0;
-    this.sizes.delete(digest);
+  /** Writes the sizes (and last uses) of every blob for the next start-up to read instead of stat'ing. */
+  async saveIndex(): Promise<void> {
+    await writeFileAtomic(this.layout.blobIndex, this.table.encode(), this.layout.tmp);
   }
 
   get count(): number {
-    return this.sizes.size;
+    return this.table.blobCount;
   }
 
   /** Bytes of all committed blobs. */
   get bytes(): number {
-    return this.total;
+    return this.table.blobBytes;
   }
 
-  digests(): IterableIterator<[string, number]> {
-    return this.sizes.entries();
+  /** Every blob with its size and last use (seconds; 0 when none is recorded). */
+  entries(): IterableIterator<[digest: string, size: number, used: number]> {
+    return this.table.blobEntries();
   }
 
   /** Size of a present blob, from memory. */
   size(digest: string): number | undefined {
-    return this.sizes.get(digest);
+    return this.table.size(digest);
   }
 
   has(digest: string): boolean {
-    return this.sizes.has(digest);
+    return this.table.size(digest) !== undefined;
   }
 
   /**
@@ -109,12 +136,12 @@ export class BlobStore {
    * it a moment before its change event arrived here. Hits never touch the disk.
    */
   async locate(d: Digest): Promise<number | undefined> {
-    const known = this.sizes.get(d.value);
+    const known = this.table.size(d.value);
     if (known !== undefined) return known;
     if (this.deleting.has(d.value)) return undefined;
     try {
       const st = await stat(this.layout.blobPath(d));
-      this.index(d.value, st.size);
+      this.table.setSize(d.value, st.size);
       return st.size;
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') return undefined;
@@ -132,12 +159,12 @@ export class BlobStore {
       fh = await open(this.layout.blobPath(d), 'r');
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') {
-        this.unindex(d.value);
+        this.table.deleteBlob(d.value);
         return undefined;
       }
       throw e;
     }
-    const size = this.sizes.get(d.value) ?? (await fh.stat()).size;
+    const size = this.table.size(d.value) ?? (await fh.stat()).size;
     let closed = false;
     const close = async () => {
       if (closed) return;
@@ -175,13 +202,13 @@ export class BlobStore {
     }
     // A re-push racing the eviction of the same digest must land after the unlink, not be removed by it.
     await this.deleting.get(d.value);
-    if (this.sizes.has(d.value)) {
+    if (this.has(d.value)) {
       await unlinkIfExists(path);
       return;
     }
     await rename(path, this.layout.blobPath(d));
     await fsyncDir(dir);
-    this.index(d.value, size);
+    this.table.setSize(d.value, size);
     await this.listener?.({ type: 'blob-added', digest: d.value, size });
   }
 
@@ -212,7 +239,7 @@ export class BlobStore {
 
   /** Stores small in-memory content (a manifest) whose digest the caller computed from these exact bytes. */
   async writeBuffer(data: Uint8Array, d: Digest): Promise<void> {
-    if (this.sizes.has(d.value)) return;
+    if (this.has(d.value)) return;
     const tmp = await this.writeTemp((fh) => fh.writeFile(data));
     await this.commit(tmp, d, data.byteLength);
   }
@@ -234,7 +261,7 @@ export class BlobStore {
   }
 
   async delete(d: Digest, batch?: DirSyncs): Promise<boolean> {
-    this.unindex(d.value);
+    this.table.deleteBlob(d.value);
     // Other processes stop answering for the blob before its file goes.
     const removal = Promise.resolve(this.listener?.({ type: 'blob-removed', digest: d.value })).then(() =>
       unlinkIfExists(this.layout.blobPath(d)),

@@ -1,4 +1,4 @@
-import type { ManifestRecord } from './repository-store.js';
+import type { ManifestRecordData } from './repository-store.js';
 
 /**
  * A committed change to a store's index. With several worker processes on one data directory each process keeps
@@ -8,7 +8,7 @@ import type { ManifestRecord } from './repository-store.js';
 export type StoreEvent =
   | { type: 'blob-added'; digest: string; size: number }
   | { type: 'blob-removed'; digest: string }
-  | { type: 'manifest-put'; repo: string; record: ManifestRecord; tag?: string }
+  | { type: 'manifest-put'; repo: string; record: ManifestRecordData; tag?: string }
   | { type: 'tag-deleted'; repo: string; tag: string }
   | { type: 'manifest-deleted'; repo: string; digest: string };
 

@@ -13,6 +13,8 @@ export class Layout {
   readonly tmp: string;
   readonly pidFile: string;
   readonly state: string;
+  /** Sizes and last uses of all blobs, so a start-up need not stat every blob file. */
+  readonly blobIndex: string;
 
   constructor(readonly root: string) {
     this.blobs = join(root, 'blobs');
@@ -21,6 +23,7 @@ export class Layout {
     this.tmp = join(root, 'tmp');
     this.pidFile = join(root, 'daemon.json');
     this.state = join(root, 'state');
+    this.blobIndex = join(this.state, 'blobs.index');
   }
 
   blobDir(d: Digest): string {

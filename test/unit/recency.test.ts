@@ -1,13 +1,15 @@
 /**
  * Recency (src/cache/recency.ts): last use of blobs, tags and manifests, persisted in STATE/recency.{log,snapshot}
- * by batched flushes, reloaded by a new instance on the same directory (what a daemon restart does), compacted
- * when the log outgrows the entries; and the short-lived push protection of probed blobs.
+ * (and blob times in the blob index, here written and read the way the blob store does) by batched flushes,
+ * reloaded by a new instance on the same directory (what a daemon restart does), compacted when the log outgrows
+ * the entries; and the short-lived push protection of probed blobs.
  */
 import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Recency, nowSeconds } from '../../src/cache/recency.js';
+import { DigestTable } from '../../src/storage/digest-table.js';
 
 let root: string;
 let state: string;
@@ -25,9 +27,19 @@ afterEach(async () => {
 
 const digest = (i: number) => `sha256:${i.toString(16).padStart(64, '0')}`;
 
+/** Blobs digest(0) … digest(PRESENT - 1) exist; touches of others are ignored. */
+const PRESENT = 20_000;
+let table: DigestTable;
+
+/** A restart: a new table and tracker over the same state directory. */
 async function opened(grace = 900): Promise<Recency> {
-  const r = new Recency(state, tmp, grace);
+  table = new DigestTable();
+  const index = join(state, 'blobs.index');
+  const r = new Recency(table, state, tmp, grace, () => writeFile(index, table.encode()));
   await r.open();
+  const saved = await readFile(index).catch(() => undefined);
+  if (saved) table.decode(saved);
+  for (let i = 0; i < PRESENT; i++) if (table.size(digest(i)) === undefined) table.setSize(digest(i), 1);
   return r;
 }
 
@@ -150,14 +162,12 @@ describe('Recency persistence', () => {
     const r2 = await opened();
     for (let i = 0; i < N; i++) r2.touchBlob(digest(i), 3000 + (i % 7));
     r2.touchTag('repo', 'tag', 4242);
-    r2.forgetBlob(digest(0));
+    table.deleteBlob(digest(0));
     await r2.flush();
     expect(await size(log)).toBe(0);
-    const snapText = await readFile(snap, 'utf8');
-    const lines = snapText.trim().split('\n');
-    expect(lines).toHaveLength(N - 1 + 1); // forgotten blob gone, one tag added
-    expect(lines).toContain('t repo tag 4242');
-    expect(snapText).not.toContain(`b ${digest(0)} `);
+    // Tag and manifest times in the text snapshot; blob times in the blob index.
+    expect((await readFile(snap, 'utf8')).trim().split('\n')).toEqual(['t repo tag 4242']);
+    expect(await size(join(state, 'blobs.index'))).toBeGreaterThan(N * 40);
 
     const again = await opened();
     expect(again.blobUsed(digest(1))).toBe(3001);
@@ -176,13 +186,38 @@ describe('Recency persistence', () => {
     const r = await opened();
     r.touchTag('r', 't', 500);
     r.touchBlob(digest(1), 600);
+    r.touchBlob(digest(2), 600);
     await r.flush();
-    // Simulate: snapshot written with the latest state, but the (older) log lines are still there.
+    // Simulate: snapshots written with the latest state, but the (older) log lines are still there.
+    table.setUsed(digest(2), 900);
+    await writeFile(join(state, 'blobs.index'), table.encode());
     await writeFile(join(state, 'recency.snapshot'), `t r t 800\nb ${digest(1)} 550\n`);
     await appendFile(join(state, 'recency.log'), `t r t 700\n`);
     const again = await opened();
     expect(again.tagUsed('r', 't')).toBe(800);
     expect(again.blobUsed(digest(1))).toBe(600);
+    expect(again.blobUsed(digest(2))).toBe(900);
+  });
+
+  it('folds everything into the snapshots at close, so a restart reads no log', async () => {
+    const r = await opened();
+    r.touchBlob(digest(3), 700);
+    r.touchManifest('r', digest(4), 800);
+    await r.close();
+    expect(await size(join(state, 'recency.log'))).toBe(0);
+    const again = await opened();
+    expect(again.blobUsed(digest(3))).toBe(700);
+    expect(again.manifestUsed('r', digest(4))).toBe(800);
+  });
+
+  it('keeps no time for a blob that is not present', async () => {
+    const r = await opened();
+    r.touchBlob(digest(PRESENT + 1), 700);
+    r.protectBlob(digest(PRESENT + 2), 700);
+    expect(r.blobUsed(digest(PRESENT + 1))).toBeUndefined();
+    expect(r.blobUsed(digest(PRESENT + 2))).toBeUndefined();
+    await r.flush();
+    expect(await size(join(state, 'recency.log'))).toBe(-1);
   });
 });
 
@@ -221,9 +256,10 @@ describe('Recency protection (push grace window)', () => {
     expect(Math.abs(r.blobUsed(digest(1))! - nowSeconds())).toBeLessThanOrEqual(1);
   });
 
-  it('drops protection and time when a blob is forgotten (evicted)', async () => {
+  it('drops protection when a blob is forgotten (evicted), and its time with its size', async () => {
     const r = await opened(60);
     r.protectBlob(digest(1), 1000);
+    table.deleteBlob(digest(1));
     r.forgetBlob(digest(1));
     expect(r.isProtected(digest(1), 1000)).toBe(false);
     expect(r.blobUsed(digest(1))).toBeUndefined();
