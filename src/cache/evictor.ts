@@ -201,7 +201,7 @@ export class Evictor {
       case 'blob':
         if (this.repos.referenceCount(step.digest) > 0 || this.recency.isProtected(step.digest)) return false;
         if ((this.recency.blobUsed(step.digest) ?? -1) !== step.lastUsed) return false;
-        if (!(await this.blobs.delete(parseDigest(step.digest), syncs))) return false;
+        if (!(await this.blobs.delete(parseDigest(step.digest), { batch: syncs, eviction: true }))) return false;
         this.recency.forgetBlob(step.digest);
         return true;
     }

@@ -24,7 +24,8 @@ export type AdminOp =
   | { op: 'prune'; olderThanMs: number; repoPrefix?: string; dryRun: boolean };
 
 export type WorkerMessage =
-  | { kind: 'applied'; ack: number }
+  /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
+  | { kind: 'applied'; ack: number; kept?: boolean }
   | { kind: 'usage'; signals: UsageSignal[] }
   | { kind: 'request'; id: number; call: AdminOp }
   /** Ends the reservation made by request `id`. */

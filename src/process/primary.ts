@@ -4,7 +4,7 @@ import type { AdminApi } from '../cache/admin.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { recordOwner } from '../storage/data-dir.js';
-import type { StoreEvent } from '../storage/events.js';
+import type { StoreEvent, Verdict } from '../storage/events.js';
 import { Layout } from '../storage/layout.js';
 import { ListenError } from '../http/server.js';
 import { openStore, type OpenedStore } from '../store.js';
@@ -74,23 +74,26 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   // Change events: a change counts as done once every serving worker has applied it, so that whatever a client
   // reads next, through any worker, reflects it. A worker still starting applies it when it can; none waits for it.
   let nextAck = 1;
-  const awaiting = new Map<number, { left: Set<Worker>; done: () => void }>();
-  const applied = (ack: number, w: Worker) => {
+  const awaiting = new Map<number, { left: Set<Worker>; kept: boolean; done: (v: Verdict) => void }>();
+  const applied = (ack: number, w: Worker, kept: boolean) => {
     const a = awaiting.get(ack);
-    if (!a || !a.left.delete(w) || a.left.size > 0) return;
+    if (!a || !a.left.delete(w)) return;
+    a.kept ||= kept;
+    if (a.left.size > 0) return;
     awaiting.delete(ack);
-    a.done();
+    a.done(a.kept ? 'kept' : 'applied');
   };
-  const publish = (event: StoreEvent, except?: Worker): Promise<void> => {
+  const publish = (event: StoreEvent, except?: Worker): Promise<Verdict> => {
     const ack = nextAck++;
     const left = new Set([...serving].filter((w) => w !== except && w.isConnected()));
     for (const w of live) if (w !== except) post(w, { kind: 'store', event, ack: left.has(w) ? ack : 0 });
-    if (left.size === 0) return Promise.resolve();
-    return new Promise<void>((done) => {
-      awaiting.set(ack, { left, done });
+    if (left.size === 0) return Promise.resolve('applied');
+    return new Promise<Verdict>((done) => {
+      awaiting.set(ack, { left, kept: false, done });
       // A worker too busy to answer must not stall writes forever; its index catches up when it gets there.
       setTimeout(() => {
-        if (awaiting.delete(ack)) done();
+        const a = awaiting.get(ack);
+        if (awaiting.delete(ack)) done(a!.kept ? 'kept' : 'applied');
       }, 2_000).unref();
     });
   };
@@ -120,7 +123,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (!isMessage(m)) return;
       const msg = m as WorkerMessage;
       if (msg.kind === 'applied') {
-        applied(msg.ack, w);
+        applied(msg.ack, w, msg.kept === true);
       } else if (msg.kind === 'usage') {
         applyUsage(store.cache, msg.signals);
       } else if (msg.kind === 'request') {
@@ -128,7 +131,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         let answer: Promise<unknown>;
         if (call.op === 'publish') {
           store.blobs.apply(call.event);
-          answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(() => null);
+          answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
         } else if (call.op === 'reserve') {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -152,7 +155,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     w.on('exit', (code, signal) => {
       live.delete(w);
       serving.delete(w);
-      for (const ack of [...awaiting.keys()]) applied(ack, w);
+      for (const ack of [...awaiting.keys()]) applied(ack, w, false);
       for (const release of held.values()) release();
       held.clear();
       const pid = w.process.pid;

@@ -5,7 +5,8 @@ import type { ReferenceInfo } from '../cache/inventory.js';
 import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheHooks, Reservation } from '../registry/registry.js';
-import type { StoreEvent } from '../storage/events.js';
+import type { StoreEvent, Verdict } from '../storage/events.js';
+import { nowSeconds } from '../cache/recency.js';
 import { openWorkerStores } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
@@ -40,8 +41,19 @@ class PrimaryChannel {
 class ForwardingHooks implements CacheHooks {
   private batch: UsageSignal[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Blobs this worker answered a HEAD or mount for, until when (seconds): the primary hears of them up to 20 ms
+   *  late, so an eviction it started meanwhile asks here before a blob goes (see `probedRecently`). */
+  private readonly probed = new Map<string, number>();
+  private lastSweep = nowSeconds();
 
-  constructor(private readonly channel: PrimaryChannel) {}
+  constructor(
+    private readonly channel: PrimaryChannel,
+    private readonly graceSeconds: number,
+  ) {}
+
+  probedRecently(digest: string): boolean {
+    return (this.probed.get(digest) ?? -1) >= nowSeconds();
+  }
 
   private push(s: UsageSignal): void {
     this.batch.push(s);
@@ -51,6 +63,11 @@ class ForwardingHooks implements CacheHooks {
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    const now = nowSeconds();
+    if (now - this.lastSweep >= 10) {
+      this.lastSweep = now;
+      for (const [d, until] of this.probed) if (until < now) this.probed.delete(d);
+    }
     if (this.batch.length === 0) return;
     send({ kind: 'usage', signals: this.batch });
     this.batch = [];
@@ -62,6 +79,7 @@ class ForwardingHooks implements CacheHooks {
     return { missing: value, release: () => send({ kind: 'release', id }) };
   }
   blobProbed(digest: string): void {
+    this.probed.set(digest, nowSeconds() + this.graceSeconds);
     this.push(['p', digest]);
   }
   blobRead(digest: string): void {
@@ -98,7 +116,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   const listen = process.env[WORKER_LISTEN_ENV];
   const config = listen ? { ...configured, listen } : configured;
   const channel = new PrimaryChannel();
-  const hooks = new ForwardingHooks(channel);
+  const hooks = new ForwardingHooks(channel, config.storage.pushGraceSeconds);
   const admin = new RemoteAdmin(channel);
   let stopping = false;
   let stop: () => void = () => {
@@ -119,16 +137,20 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   process.on('SIGINT', () => {});
 
   const { registry, blobs, repos } = await openWorkerStores(config, hooks);
-  const publish = async (event: StoreEvent) => {
-    await channel.call<null>({ op: 'publish', event });
-  };
+  const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
   blobs.subscribe(publish);
   repos.subscribe(publish);
   handle = (msg) => {
     if (msg.kind === 'store') {
-      blobs.apply(msg.event);
-      const ack = msg.ack;
-      void repos.apply(msg.event).then(() => ack && send({ kind: 'applied', ack }));
+      const { event, ack } = msg;
+      // Checked and applied in one turn of the event loop: a HEAD answered before this keeps the blob, one
+      // answered after misses it.
+      if (event.type === 'blob-removed' && event.eviction && hooks.probedRecently(event.digest)) {
+        if (ack) send({ kind: 'applied', ack, kept: true });
+        return;
+      }
+      blobs.apply(event);
+      void repos.apply(event).then(() => ack && send({ kind: 'applied', ack }));
     } else if (msg.kind === 'reply') {
       channel.settle(msg);
     }

@@ -9,6 +9,9 @@ import type { DigestTable } from './digest-table.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
 
+/** How long another process's removal may hold back a commit of the same digest here, at most. */
+const REMOTE_REMOVAL_LIMIT_MS = 30_000;
+
 export interface BlobReader {
   size: number;
   /** Sends the blob (or an inclusive byte range of it) to `dest` and ends it; closes the reader. */
@@ -24,8 +27,11 @@ export interface BlobReader {
  */
 export class BlobStore {
   private readonly knownDirs = new Set<string>();
-  /** Blobs whose file is being unlinked: already gone for every lookup, though the file may still exist. */
+  /** Blobs whose file is being unlinked (here or by another process): already gone for every lookup, though the
+   *  file may still exist; a commit of the same digest waits for the unlink. */
   private readonly deleting = new Map<string, Promise<unknown>>();
+  /** Ends another process's removal here (its unlink is done, or it kept the blob). */
+  private readonly remoteRemovals = new Map<string, () => void>();
   private listener: StoreListener | undefined;
 
   constructor(
@@ -40,8 +46,29 @@ export class BlobStore {
 
   /** Applies a change another process committed: memory only. */
   apply(e: StoreEvent): void {
-    if (e.type === 'blob-added') this.table.setSize(e.digest, e.size);
-    else if (e.type === 'blob-removed') this.table.deleteBlob(e.digest);
+    if (e.type === 'blob-added') {
+      this.table.setSize(e.digest, e.size);
+      this.endRemoteRemoval(e.digest);
+    } else if (e.type === 'blob-removed') {
+      this.table.deleteBlob(e.digest);
+      if (this.deleting.has(e.digest)) return;
+      // Until the remover says the file is gone. Bounded, should that word never come (the remover died).
+      const ended = new Promise<void>((done) => {
+        this.remoteRemovals.set(e.digest, done);
+        setTimeout(() => this.endRemoteRemoval(e.digest), REMOTE_REMOVAL_LIMIT_MS).unref();
+      });
+      this.deleting.set(e.digest, ended);
+    } else if (e.type === 'blob-unlinked') {
+      this.endRemoteRemoval(e.digest);
+    }
+  }
+
+  private endRemoteRemoval(digest: string): void {
+    const done = this.remoteRemovals.get(digest);
+    if (!done) return;
+    this.remoteRemovals.delete(digest);
+    this.deleting.delete(digest);
+    done();
   }
 
   /**
@@ -260,17 +287,35 @@ export class BlobStore {
     return tmp;
   }
 
-  async delete(d: Digest, batch?: DirSyncs): Promise<boolean> {
+  /**
+   * Removes a blob: every process stops answering for it first, then its file goes. For an eviction, a process
+   * that answered a HEAD or mount for the blob within the grace window (a client may be about to push a manifest
+   * that references it without uploading it) keeps it: the removal is undone everywhere and this returns false.
+   */
+  async delete(d: Digest, opts: { batch?: DirSyncs; eviction?: boolean } = {}): Promise<boolean> {
+    const size = this.table.size(d.value);
+    const used = this.table.used(d.value);
     this.table.deleteBlob(d.value);
-    // Other processes stop answering for the blob before its file goes.
-    const removal = Promise.resolve(this.listener?.({ type: 'blob-removed', digest: d.value })).then(() =>
-      unlinkIfExists(this.layout.blobPath(d)),
-    );
+    const removal = (async () => {
+      const verdict = await this.listener?.({ type: 'blob-removed', digest: d.value, eviction: opts.eviction });
+      if (verdict === 'kept') {
+        if (size === undefined) {
+          await this.listener?.({ type: 'blob-unlinked', digest: d.value });
+        } else {
+          this.table.setSize(d.value, size);
+          this.table.setUsed(d.value, used);
+          await this.listener?.({ type: 'blob-added', digest: d.value, size });
+        }
+        return false;
+      }
+      const removed = await unlinkIfExists(this.layout.blobPath(d));
+      if (removed) await syncDir(this.layout.blobDir(d), opts.batch);
+      await this.listener?.({ type: 'blob-unlinked', digest: d.value });
+      return removed;
+    })();
     this.deleting.set(d.value, removal.catch(() => undefined));
     try {
-      const removed = await removal;
-      if (removed) await syncDir(this.layout.blobDir(d), batch);
-      return removed;
+      return await removal;
     } finally {
       this.deleting.delete(d.value);
     }

@@ -7,11 +7,19 @@ import type { ManifestRecordData } from './repository-store.js';
  */
 export type StoreEvent =
   | { type: 'blob-added'; digest: string; size: number }
-  | { type: 'blob-removed'; digest: string }
+  /** The blob is being removed: every lookup must miss it from now on. By eviction, a process that answered a
+   *  HEAD or mount for it within the grace window may keep it instead (see StoreListener). */
+  | { type: 'blob-removed'; digest: string; eviction?: boolean }
+  /** Its file is gone: a new commit of the same digest may go ahead. */
+  | { type: 'blob-unlinked'; digest: string }
   | { type: 'manifest-put'; repo: string; record: ManifestRecordData; tag?: string }
   | { type: 'tag-deleted'; repo: string; tag: string }
   | { type: 'manifest-deleted'; repo: string; digest: string };
 
+/** 'kept': some process refused an eviction's `blob-removed` (a client it answered may be about to reference the
+ *  blob), and applied nothing. */
+export type Verdict = 'applied' | 'kept';
+
 /** May return a promise: the change then counts as done (and its request is answered) only once every other
  *  process has applied it, so a client reading through another worker right after sees its own write. */
-export type StoreListener = (e: StoreEvent) => void | Promise<void>;
+export type StoreListener = (e: StoreEvent) => void | Promise<Verdict | void>;

@@ -235,6 +235,36 @@ describe('push grace window', () => {
     expect((await pullRef(c, 'bk/new', 'cache')).status).toBe('ok');
     await checkStore(d.dataDir, c);
   });
+
+  it('with two workers, a HEAD answered just before an eviction keeps its blob: the worker refuses the removal', async () => {
+    // A worker tells the primary of its HEADs in 20 ms batches, so a gc asked right after a HEAD, through the same
+    // worker (same connection), is planned before the primary knows the blob was probed. The worker that answered
+    // the HEAD refuses the blob's removal. Tried up to five times: on a slow machine the batch may arrive first,
+    // and the plan then leaves the blob alone by itself.
+    const d = await startCache({ maxBytes: 64 * MiB, pushGraceSeconds: 1, workers: 2 });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    let refused = 0;
+    try {
+      for (let attempt = 0; attempt < 5 && refused === 0; attempt++) {
+        const blob = randomBytes(64 * KiB);
+        const digest = sha256(blob);
+        await putBlob(d.client, 'race/app', blob);
+        await sleep(2100); // unreferenced and past the grace window: gc takes it unless something protects it
+        expect((await request('HEAD', `${d.url}/v2/race/app/blobs/${digest}`, { agent })).status).toBe(200);
+        const res = await request('POST', `${d.url}/admin/v1/gc`, { agent });
+        expect(res.status).toBe(200);
+        const report = JSON.parse(res.body.toString('utf8')) as ReportJson;
+        // Planned or not, the probed blob stays, whole.
+        const after = await request('GET', `${d.url}/v2/race/app/blobs/${digest}`);
+        expect([after.status, after.digest]).toEqual([200, digest]);
+        if (report.steps.some((s) => s.kind === 'blob' && s.digest === digest)) refused++;
+      }
+    } finally {
+      agent.destroy();
+    }
+    expect(refused).toBeGreaterThan(0);
+    await checkStore(d.dataDir, d.client);
+  });
 });
 
 describe('reader safety', () => {

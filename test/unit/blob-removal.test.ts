@@ -1,0 +1,80 @@
+/**
+ * Blob removal across processes (BlobStore.delete / apply): every process stops answering for a blob before its
+ * file goes; an eviction can be refused ('kept') by a process that just answered a HEAD for the blob; a process
+ * that hears of another's removal neither finds the blob on disk nor commits the same digest until the file is
+ * gone. The listener here stands where the cluster primary relays events between real processes.
+ */
+import { access, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BlobStore } from '../../src/storage/blob-store.js';
+import { DigestTable } from '../../src/storage/digest-table.js';
+import { Layout } from '../../src/storage/layout.js';
+import { digestOf } from '../../src/core/digest.js';
+import type { StoreEvent, Verdict } from '../../src/storage/events.js';
+
+let layout: Layout;
+beforeEach(async () => {
+  layout = new Layout(await mkdtemp(join(tmpdir(), 'buildcached-blob-removal-')));
+  await mkdir(layout.state, { recursive: true });
+});
+afterEach(async () => {
+  await rm(layout.root, { recursive: true, force: true });
+});
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+
+async function storeWith(text: string, answer: (e: StoreEvent) => Verdict = () => 'applied') {
+  const table = new DigestTable();
+  const store = new BlobStore(layout, table);
+  await store.open();
+  const data = Buffer.from(text);
+  const d = digestOf(data);
+  await store.writeBuffer(data, d);
+  table.setUsed(d.value, 1234);
+  const events: StoreEvent[] = [];
+  store.subscribe(async (e) => {
+    events.push(e);
+    return answer(e);
+  });
+  return { store, table, d, data, events };
+}
+
+describe('blob removal', () => {
+  it('announces the removal, unlinks, then says the file is gone', async () => {
+    const { store, d, events } = await storeWith('a');
+    expect(await store.delete(d, { eviction: true })).toBe(true);
+    expect(events.map((e) => e.type)).toEqual(['blob-removed', 'blob-unlinked']);
+    expect(events[0]).toMatchObject({ eviction: true });
+    expect(await exists(layout.blobPath(d))).toBe(false);
+    expect(store.has(d.value)).toBe(false);
+  });
+
+  it('an eviction refused by another process changes nothing, and tells the others the blob is back', async () => {
+    const { store, table, d, events } = await storeWith('b', (e) => (e.type === 'blob-removed' ? 'kept' : 'applied'));
+    expect(await store.delete(d, { eviction: true })).toBe(false);
+    expect(events.map((e) => e.type)).toEqual(['blob-removed', 'blob-added']);
+    expect(await exists(layout.blobPath(d))).toBe(true);
+    expect([store.size(d.value), table.used(d.value), store.count]).toEqual([1, 1234, 1]);
+  });
+
+  it("another process's removal hides the blob here at once and holds back a commit of it until the unlink", async () => {
+    const { store, d, data } = await storeWith('c');
+    store.apply({ type: 'blob-removed', digest: d.value });
+    // The file is still there (the remover has not unlinked it yet), but no lookup may find it.
+    expect(await exists(layout.blobPath(d))).toBe(true);
+    expect(await store.locate(d)).toBeUndefined();
+    let committed = false;
+    const write = store.write(Readable.from([data]), d).then(() => (committed = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(committed).toBe(false);
+    // The remover unlinks, then says so; the new commit goes ahead and stays.
+    await rm(layout.blobPath(d));
+    store.apply({ type: 'blob-unlinked', digest: d.value });
+    await write;
+    expect(await exists(layout.blobPath(d))).toBe(true);
+    expect(await store.locate(d)).toBe(1);
+  });
+});
