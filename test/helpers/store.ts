@@ -1,6 +1,9 @@
 /** Reads a daemon's data directory from outside, to check the on-disk invariants of DESIGN.md §4. */
-import { readdir, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach } from 'vitest';
+import { Layout } from '../../src/storage/layout.js';
 import { errno } from './errors.js';
 import { hashFile } from './oci-image.js';
 
@@ -65,4 +68,17 @@ export async function corruptBlobs(tree: BlobTree): Promise<string[]> {
     if (digest.startsWith('sha256:') && (await hashFile(f.path)) !== digest) bad.push(digest);
   }
   return bad;
+}
+
+/** A fresh data-directory layout (with its state folder) for each test of the calling file, removed after it. */
+export function tempLayoutPerTest(prefix: string): () => Layout {
+  let layout: Layout | undefined;
+  beforeEach(async () => {
+    layout = new Layout(await mkdtemp(join(tmpdir(), prefix)));
+    await mkdir(layout.state, { recursive: true });
+  });
+  afterEach(async () => {
+    if (layout) await rm(layout.root, { recursive: true, force: true });
+  });
+  return () => layout!;
 }

@@ -3,22 +3,18 @@
  * only blob files it does not know; whatever happened after the index was written (blobs added, blobs removed,
  * the index damaged) is reconciled against the files on disk.
  */
-import { mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { unlink, writeFile } from 'node:fs/promises';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { BlobStore } from '../../src/storage/blob-store.js';
 import { DigestTable } from '../../src/storage/digest-table.js';
-import { Layout } from '../../src/storage/layout.js';
+import type { Layout } from '../../src/storage/layout.js';
+import { tempLayoutPerTest } from '../helpers/store.js';
 import { digestOf } from '../../src/core/digest.js';
 
+const tempLayout = tempLayoutPerTest('buildcached-blob-index-');
 let layout: Layout;
-beforeEach(async () => {
-  layout = new Layout(await mkdtemp(join(tmpdir(), 'buildcached-blob-index-')));
-  await mkdir(layout.state, { recursive: true });
-});
-afterEach(async () => {
-  await rm(layout.root, { recursive: true, force: true });
+beforeEach(() => {
+  layout = tempLayout();
 });
 
 const blob = (text: string) => ({ data: Buffer.from(text), digest: digestOf(Buffer.from(text)) });

@@ -4,24 +4,20 @@
  * that hears of another's removal neither finds the blob on disk nor commits the same digest until the file is
  * gone. The listener here stands where the cluster primary relays events between real processes.
  */
-import { access, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { BlobStore } from '../../src/storage/blob-store.js';
 import { DigestTable } from '../../src/storage/digest-table.js';
-import { Layout } from '../../src/storage/layout.js';
+import type { Layout } from '../../src/storage/layout.js';
+import { tempLayoutPerTest } from '../helpers/store.js';
 import { digestOf } from '../../src/core/digest.js';
 import type { StoreEvent, Verdict } from '../../src/storage/events.js';
 
+const tempLayout = tempLayoutPerTest('buildcached-blob-removal-');
 let layout: Layout;
-beforeEach(async () => {
-  layout = new Layout(await mkdtemp(join(tmpdir(), 'buildcached-blob-removal-')));
-  await mkdir(layout.state, { recursive: true });
-});
-afterEach(async () => {
-  await rm(layout.root, { recursive: true, force: true });
+beforeEach(() => {
+  layout = tempLayout();
 });
 
 const exists = (path: string) => access(path).then(() => true, () => false);
