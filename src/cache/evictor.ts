@@ -136,7 +136,8 @@ export class Evictor {
     };
     if (!dryRun) {
       // Steps run in batches, kind by kind: the batch's tags, then (once those removals are durable) its
-      // manifests, then its blobs — the plan's order where it matters, with one fsync per directory per kind.
+      // manifests, then its blobs — the plan's order where it matters, with one fsync per directory per kind (blob
+      // unlinks need none: see BlobStore.delete).
       for (let i = 0; i < plan.steps.length; i += BATCH) {
         const batch = plan.steps.slice(i, i + BATCH);
         for (const kind of ['tag', 'manifest', 'blob'] as const) {
@@ -201,7 +202,7 @@ export class Evictor {
       case 'blob':
         if (this.repos.referenceCount(step.digest) > 0 || this.recency.isProtected(step.digest)) return false;
         if ((this.recency.blobUsed(step.digest) ?? -1) !== step.lastUsed) return false;
-        if (!(await this.blobs.delete(parseDigest(step.digest), { batch: syncs, eviction: true }))) return false;
+        if (!(await this.blobs.delete(parseDigest(step.digest), { eviction: true }))) return false;
         this.recency.forgetBlob(step.digest);
         return true;
     }
