@@ -1,11 +1,12 @@
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { packSha256, SHA256_WORDS, unpackSha256 } from './digest-words.js';
 import type { DigestList } from './digest-list.js';
 
 const EMPTY = -1;
 const TOMBSTONE = -2;
-/** Index file: magic, then one record per blob (see encode). */
+/** Index file: magic, one record per blob (see encode), then the sha256 of all that. */
 const MAGIC = Buffer.from('BCIDX001');
+const CHECKSUM = 32;
 const KEY_SHA256 = 0;
 const KEY_OTHER = 1;
 
@@ -174,7 +175,7 @@ export class DigestTable {
   /** Sizes and last uses of present blobs, as a file that `decode` reads back. */
   encode(): Buffer {
     const others = [...this.others].filter(([, o]) => o.size >= 0);
-    const out = Buffer.allocUnsafe(MAGIC.length + this.blobs * (1 + 4 * SHA256_WORDS + 12) + others.reduce((n, [d]) => n + 3 + d.length, 0));
+    const out = Buffer.allocUnsafe(MAGIC.length + this.blobs * (1 + 4 * SHA256_WORDS + 12) + others.reduce((n, [d]) => n + 3 + d.length, 0) + CHECKSUM);
     let at = MAGIC.copy(out, 0);
     for (let r = 0; r < this.rowsUsed; r++) {
       if (this.sizes[r]! < 0) continue;
@@ -187,12 +188,16 @@ export class DigestTable {
       at += out.write(d, at, 'latin1');
       at = out.writeUInt32BE(o.used, out.writeDoubleBE(o.size, at));
     }
+    at += createHash('sha256').update(out.subarray(0, at)).digest().copy(out, at);
     return out.subarray(0, at);
   }
 
-  /** Loads what `encode` wrote; a later last use already known wins. Throws on a malformed file. */
-  decode(data: Buffer): void {
+  /** Loads what `encode` wrote; a later last use already known wins. Throws, having loaded nothing, unless the
+   *  file is whole: a wrong size would be served as a blob's Content-Length. */
+  decode(file: Buffer): void {
+    const data = file.subarray(0, Math.max(0, file.length - CHECKSUM));
     if (!data.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a blob index');
+    if (!createHash('sha256').update(data).digest().equals(file.subarray(data.length))) throw new Error('blob index checksum mismatch');
     for (let at = MAGIC.length; at < data.length; ) {
       const sha256 = data.readUInt8(at) === KEY_SHA256;
       let other = '';

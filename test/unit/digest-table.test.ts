@@ -144,11 +144,19 @@ describe('DigestTable', () => {
     expect(fresh.size(sha256(999))).toBeUndefined();
   });
 
-  it('refuses a file that is not an index', () => {
+  it('refuses, loading nothing, a file that is not a whole index', () => {
     expect(() => new DigestTable().decode(Buffer.from('recency snapshot'))).toThrow();
     const ok = new DigestTable();
-    ok.setSize(sha256(1), 1);
-    expect(() => new DigestTable().decode(ok.encode().subarray(0, 20))).toThrow();
+    for (let i = 0; i < 3; i++) ok.setSize(sha256(i), 1000 + i);
+    const file = ok.encode();
+    const fresh = new DigestTable();
+    expect(() => fresh.decode(file.subarray(0, file.length - 50))).toThrow();
+    const flipped = Buffer.from(file);
+    flipped[8 + 33] = (flipped[8 + 33] ?? 0) ^ 0x40; // a bit of the first record's size
+    expect(() => fresh.decode(flipped)).toThrow();
+    expect(fresh.blobCount).toBe(0);
+    fresh.decode(file);
+    expect(fresh.size(sha256(2))).toBe(1002);
   });
 
   it('drops, at the end of a sweep, the blobs not marked present', () => {
