@@ -1,4 +1,4 @@
-import { nowSeconds } from './recency.js';
+import { nowSeconds } from './clock.js';
 import type { EvictionReport, Evictor } from './evictor.js';
 import { listReferences, type ReferenceInfo } from './inventory.js';
 import type { Recency } from './recency.js';

@@ -4,7 +4,8 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
 import type { UploadStore } from '../storage/upload-store.js';
 import { planEviction, type BlobInfo, type EvictionStep, type PlanFilter } from './policy.js';
-import { nowSeconds, type Recency } from './recency.js';
+import { nowSeconds } from './clock.js';
+import type { Recency } from './recency.js';
 import { DirSyncs } from '../storage/fs-util.js';
 
 /** Steps per batch: large enough to share fsyncs, small enough that the first space frees quickly. */

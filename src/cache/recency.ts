@@ -4,8 +4,8 @@ import { createInterface } from 'node:readline';
 import { writeFileAtomic } from '../storage/fs-util.js';
 import type { DigestTable } from '../storage/digest-table.js';
 
-/** Seconds: small integers keep the per-blob maps compact (V8 stores them unboxed). */
-export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+import { nowSeconds } from './clock.js';
+import { ProbeWindow } from './probes.js';
 
 const tagKey = (repo: string, tag: string) => `t ${repo} ${tag}`;
 const manifestKey = (repo: string, digest: string) => `m ${repo} ${digest}`;
@@ -20,7 +20,7 @@ const manifestKey = (repo: string, digest: string) => `m ${repo} ${digest}`;
  */
 export class Recency {
   private readonly refs = new Map<string, number>();
-  private readonly protectedUntil = new Map<string, number>();
+  private readonly probes: ProbeWindow;
   /** Blobs held by requests in progress (a manifest PUT between its existence check and its record). */
   private readonly pins = new Map<string, number>();
   private readonly dirty = new Set<string>();
@@ -30,9 +30,11 @@ export class Recency {
     private readonly table: DigestTable,
     private readonly dir: string,
     private readonly tmpDir: string,
-    private readonly graceSeconds: number,
+    graceSeconds: number,
     private readonly saveBlobs: () => Promise<void>,
-  ) {}
+  ) {
+    this.probes = new ProbeWindow(graceSeconds);
+  }
 
   private get snapshotPath(): string {
     return `${this.dir}/recency.snapshot`;
@@ -84,7 +86,7 @@ export class Recency {
   /** A HEAD or mount: the client may push a manifest referencing this blob without uploading it. */
   protectBlob(digest: string, now = nowSeconds()): void {
     this.touchBlob(digest, now);
-    this.protectedUntil.set(digest, now + this.graceSeconds);
+    this.probes.protect(digest, now);
   }
 
   pin(digests: readonly string[]): void {
@@ -100,12 +102,7 @@ export class Recency {
   }
 
   isProtected(digest: string, now = nowSeconds()): boolean {
-    if (this.pins.has(digest)) return true;
-    const until = this.protectedUntil.get(digest);
-    if (until === undefined) return false;
-    if (until >= now) return true;
-    this.protectedUntil.delete(digest);
-    return false;
+    return this.pins.has(digest) || this.probes.has(digest, now);
   }
 
   touchTag(repo: string, tag: string, now = nowSeconds()): void {
@@ -137,7 +134,7 @@ export class Recency {
 
   /** The blob is gone (its last use went with its size). */
   forgetBlob(digest: string): void {
-    this.protectedUntil.delete(digest);
+    this.probes.forget(digest);
   }
 
   forgetTag(repo: string, tag: string): void {
@@ -161,8 +158,7 @@ export class Recency {
       this.logLines += lines.length;
     }
     if (this.logLines > Math.max(50_000, 2 * (this.table.blobCount + this.refs.size))) await this.compact();
-    const now = nowSeconds();
-    for (const [d, until] of this.protectedUntil) if (until < now) this.protectedUntil.delete(d);
+    this.probes.sweep();
   }
 
   /** Flushes and folds the log into the snapshots, so that the next start-up reads them alone. */

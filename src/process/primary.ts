@@ -75,13 +75,17 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   // reads next, through any worker, reflects it. A worker still starting applies it when it can; none waits for it.
   let nextAck = 1;
   const awaiting = new Map<number, { left: Set<Worker>; kept: boolean; done: (v: Verdict) => void }>();
+  const finish = (ack: number) => {
+    const a = awaiting.get(ack);
+    if (!a) return;
+    awaiting.delete(ack);
+    a.done(a.kept ? 'kept' : 'applied');
+  };
   const applied = (ack: number, w: Worker, kept: boolean) => {
     const a = awaiting.get(ack);
     if (!a || !a.left.delete(w)) return;
     a.kept ||= kept;
-    if (a.left.size > 0) return;
-    awaiting.delete(ack);
-    a.done(a.kept ? 'kept' : 'applied');
+    if (a.left.size === 0) finish(ack);
   };
   const publish = (event: StoreEvent, except?: Worker): Promise<Verdict> => {
     const ack = nextAck++;
@@ -91,10 +95,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     return new Promise<Verdict>((done) => {
       awaiting.set(ack, { left, kept: false, done });
       // A worker too busy to answer must not stall writes forever; its index catches up when it gets there.
-      setTimeout(() => {
-        const a = awaiting.get(ack);
-        if (awaiting.delete(ack)) done(a!.kept ? 'kept' : 'applied');
-      }, 2_000).unref();
+      setTimeout(() => finish(ack), 2_000).unref();
     });
   };
   // The evictor, gc and prune run here: workers learn about their removals like any other change.

@@ -6,7 +6,8 @@ import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheHooks, Reservation } from '../registry/registry.js';
 import type { StoreEvent, Verdict } from '../storage/events.js';
-import { nowSeconds } from '../cache/recency.js';
+import { nowSeconds } from '../cache/clock.js';
+import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
@@ -41,18 +42,16 @@ class PrimaryChannel {
 class ForwardingHooks implements CacheHooks {
   private batch: UsageSignal[] = [];
   private timer: NodeJS.Timeout | undefined;
-  /** Blobs this worker answered a HEAD or mount for, until when (seconds): the primary hears of them up to 20 ms
-   *  late, so an eviction it started meanwhile asks here before a blob goes (see `probedRecently`). */
-  private readonly probed = new Map<string, number>();
+  /** Blobs this worker answered a HEAD or mount for: the primary hears of them up to 20 ms late, so an eviction
+   *  it started meanwhile asks here before a blob goes. */
+  readonly probed: ProbeWindow;
   private lastSweep = nowSeconds();
 
   constructor(
     private readonly channel: PrimaryChannel,
-    private readonly graceSeconds: number,
-  ) {}
-
-  probedRecently(digest: string): boolean {
-    return (this.probed.get(digest) ?? -1) >= nowSeconds();
+    graceSeconds: number,
+  ) {
+    this.probed = new ProbeWindow(graceSeconds);
   }
 
   private push(s: UsageSignal): void {
@@ -66,7 +65,7 @@ class ForwardingHooks implements CacheHooks {
     const now = nowSeconds();
     if (now - this.lastSweep >= 10) {
       this.lastSweep = now;
-      for (const [d, until] of this.probed) if (until < now) this.probed.delete(d);
+      this.probed.sweep(now);
     }
     if (this.batch.length === 0) return;
     send({ kind: 'usage', signals: this.batch });
@@ -79,7 +78,7 @@ class ForwardingHooks implements CacheHooks {
     return { missing: value, release: () => send({ kind: 'release', id }) };
   }
   blobProbed(digest: string): void {
-    this.probed.set(digest, nowSeconds() + this.graceSeconds);
+    this.probed.protect(digest);
     this.push(['p', digest]);
   }
   blobRead(digest: string): void {
@@ -145,7 +144,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
       const { event, ack } = msg;
       // Checked and applied in one turn of the event loop: a HEAD answered before this keeps the blob, one
       // answered after misses it.
-      if (event.type === 'blob-removed' && event.eviction && hooks.probedRecently(event.digest)) {
+      if (event.type === 'blob-removed' && event.eviction && hooks.probed.has(event.digest)) {
         if (ack) send({ kind: 'applied', ack, kept: true });
         return;
       }

@@ -8,7 +8,8 @@ import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Recency, nowSeconds } from '../../src/cache/recency.js';
+import { Recency } from '../../src/cache/recency.js';
+import { nowSeconds } from '../../src/cache/clock.js';
 import { DigestTable } from '../../src/storage/digest-table.js';
 
 let root: string;
