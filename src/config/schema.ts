@@ -61,6 +61,11 @@ export const configSchema = z.strictObject({
       lowWatermark: fraction,
       pushGraceSeconds: z.number().int().min(0),
       uploadTtl: duration,
+      uploadIdleTimeout: duration,
+      maxUploadBytes: bytes,
+      uploadShare: z.number().gt(0).max(1),
+      maxUploadSessions: z.number().int().min(1),
+      maxUploadSessionsPerClient: z.number().int().min(0),
       deleteEnabled: z.boolean(),
     })
     .refine((s) => s.lowWatermark < s.highWatermark, {

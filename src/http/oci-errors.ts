@@ -23,14 +23,18 @@ const STATUS: Record<ErrorCode, number> = {
   RANGE_INVALID: 416,
   UPLOAD_OUT_OF_ORDER: 416,
   MANIFEST_TOO_LARGE: 413,
+  UPLOAD_TOO_LARGE: 413,
   STORAGE_FULL: 507,
+  NO_ROOM: 507,
 };
 
 /** Internal codes that are not in the OCI list are reported with the nearest OCI code clients understand. */
 const WIRE_CODE: Partial<Record<ErrorCode, string>> = {
   UPLOAD_OUT_OF_ORDER: 'BLOB_UPLOAD_INVALID',
   MANIFEST_TOO_LARGE: 'SIZE_INVALID',
+  UPLOAD_TOO_LARGE: 'SIZE_INVALID',
   STORAGE_FULL: 'UNKNOWN',
+  NO_ROOM: 'UNKNOWN',
 };
 
 export function statusOf(code: ErrorCode): number {
@@ -50,6 +54,8 @@ export function sendError(res: Response, err: OciError): void {
     const offset = Number((err.detail as { offset: unknown }).offset);
     res.set('Range', `0-${Math.max(0, offset - 1)}`);
   }
+  // Session caps clear as sessions finish or expire: a client that backs off briefly gets in.
+  if (err.code === 'TOOMANYREQUESTS') res.set('Retry-After', '30');
   if (err.code === 'RANGE_INVALID' && err.detail && typeof err.detail === 'object' && 'size' in err.detail) {
     res.set('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
   }

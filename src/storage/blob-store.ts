@@ -8,6 +8,7 @@ import { fsyncDir, storageError, unlinkIfExists, writeFileAtomic, writeStream } 
 import type { DigestTable } from './digest-table.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
+import type { WriteGate } from './write-gate.js';
 
 /** How long another process's removal may hold back a commit of the same digest here, at most. */
 const REMOTE_REMOVAL_LIMIT_MS = 30_000;
@@ -37,6 +38,7 @@ export class BlobStore {
   constructor(
     private readonly layout: Layout,
     private readonly table: DigestTable,
+    private readonly gate: WriteGate,
   ) {}
 
   /** Receives every change this process commits (to tell other processes). */
@@ -241,34 +243,52 @@ export class BlobStore {
 
   /**
    * Streams `source` into a new blob, hashing in the same pass, and commits it only if it hashes to `expected`
-   * (and has `expectedSize` bytes, when given). Nothing is left behind on mismatch or error.
+   * (and has `expectedSize` bytes, when given). Its bytes are reserved against the budget before they are
+   * written (all at once when the size is declared, slab by slab as a chunked body grows). Nothing is left behind
+   * on mismatch, refusal or error.
    */
   async write(source: Readable, expected: Digest, expectedSize?: number): Promise<number> {
     let size = 0;
-    const tmp = await this.writeTemp(async (fh) => {
-      const hash = newHash(expected.algorithm);
-      size = await writeStream(source, fh, (c) => hash.update(c));
-      if ((await fh.stat()).size !== size) throw new Error(`wrote ${size} bytes but the file holds a different size`);
-      if (expectedSize !== undefined && size !== expectedSize) {
-        throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
-      }
-      const actual = digestFromHash(hash, expected.algorithm);
-      if (actual.value !== expected.value) {
-        throw new OciError('DIGEST_INVALID', `content hashes to ${actual.value}, not ${expected.value}`, {
-          expected: expected.value,
-          actual: actual.value,
-        });
-      }
-    });
-    await this.commit(tmp, expected, size);
-    return size;
+    let lease;
+    try {
+      lease = await this.gate.reserve(expectedSize ?? 0);
+    } catch (e) {
+      source.resume(); // read and drop the body, so the refusal can be answered on this connection
+      throw e;
+    }
+    try {
+      const tmp = await this.writeTemp(async (fh) => {
+        const hash = newHash(expected.algorithm);
+        size = await writeStream(source, fh, (c) => hash.update(c), lease.ensure);
+        if ((await fh.stat()).size !== size) throw new Error(`wrote ${size} bytes but the file holds a different size`);
+        if (expectedSize !== undefined && size !== expectedSize) {
+          throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
+        }
+        const actual = digestFromHash(hash, expected.algorithm);
+        if (actual.value !== expected.value) {
+          throw new OciError('DIGEST_INVALID', `content hashes to ${actual.value}, not ${expected.value}`, {
+            expected: expected.value,
+            actual: actual.value,
+          });
+        }
+      });
+      await this.commit(tmp, expected, size);
+      return size;
+    } finally {
+      await lease.release();
+    }
   }
 
   /** Stores small in-memory content (a manifest) whose digest the caller computed from these exact bytes. */
   async writeBuffer(data: Uint8Array, d: Digest): Promise<void> {
     if (this.has(d.value)) return;
-    const tmp = await this.writeTemp((fh) => fh.writeFile(data));
-    await this.commit(tmp, d, data.byteLength);
+    const lease = await this.gate.reserve(data.byteLength);
+    try {
+      const tmp = await this.writeTemp((fh) => fh.writeFile(data));
+      await this.commit(tmp, d, data.byteLength);
+    } finally {
+      await lease.release();
+    }
   }
 
   /** Fills a new temp file and fsyncs it; the file is removed if filling fails. */

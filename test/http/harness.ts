@@ -17,7 +17,7 @@ import type { Config } from '../../src/config/schema.js';
 import { createApp } from '../../src/http/app.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
-import { openRegistry } from '../../src/store.js';
+import { openStore, type OpenedStore } from '../../src/store.js';
 
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.js';
 
@@ -31,6 +31,8 @@ export interface TestRegistry {
   dataDir: string;
   config: Config;
   registry: Registry;
+  /** The stores behind it, for tests that drive background work (expiry, eviction) by hand. */
+  store: OpenedStore;
   server: Server;
   /** A supertest client for this registry. */
   http(): ReturnType<typeof request>;
@@ -47,7 +49,8 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
       overrides: mergeLayers({ log: { level: 'silent' } }, layer, { storage: { dir: dataDir } }),
     });
     const log = createLogger('silent');
-    const registry = await openRegistry(config, log);
+    const store = await openStore(config, log);
+    const registry = store.registry;
     const app = createApp(registry, log, { maxManifestBytes: config.registry.maxManifestBytes });
     const server = createServer(app);
     await new Promise<void>((ok, fail) => {
@@ -61,6 +64,7 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
       dataDir,
       config,
       registry,
+      store,
       server,
       http: () => request(url),
       async close(closeOpts = {}) {

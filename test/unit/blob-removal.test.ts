@@ -10,7 +10,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { BlobStore } from '../../src/storage/blob-store.js';
 import { DigestTable } from '../../src/storage/digest-table.js';
 import type { Layout } from '../../src/storage/layout.js';
-import { tempLayoutPerTest } from '../helpers/store.js';
+import { roomyGate, tempLayoutPerTest } from '../helpers/store.js';
 import { digestOf } from '../../src/core/digest.js';
 import type { StoreEvent, Verdict } from '../../src/storage/events.js';
 
@@ -24,7 +24,7 @@ const exists = (path: string) => access(path).then(() => true, () => false);
 
 async function storeWith(text: string, answer: (e: StoreEvent) => Verdict = () => 'applied') {
   const table = new DigestTable();
-  const store = new BlobStore(layout, table);
+  const store = new BlobStore(layout, table, roomyGate(table));
   await store.open();
   const data = Buffer.from(text);
   const d = digestOf(data);
