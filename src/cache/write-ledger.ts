@@ -140,17 +140,15 @@ export class WriteLedger {
     // Taken before any wait for room, so a second writer is refused at once, not after the first one's eviction.
     const lease = this.addLease({ holder, bytes: 0, session: id });
     s.lease = lease;
-    try {
-      if (bytes > 0) await this.grow(lease, bytes);
-    } catch (e) {
-      this.endLease(lease);
-      throw e;
-    }
-    return lease;
+    return this.cover(lease, bytes);
   }
 
-  async reserve(holder: string, bytes: number): Promise<number> {
-    const lease = this.addLease({ holder, bytes: 0 });
+  reserve(holder: string, bytes: number): Promise<number> {
+    return this.cover(this.addLease({ holder, bytes: 0 }), bytes);
+  }
+
+  /** Grows a new lease to its first `bytes`; a refusal ends it. */
+  private async cover(lease: number, bytes: number): Promise<number> {
     try {
       if (bytes > 0) await this.grow(lease, bytes);
     } catch (e) {
