@@ -36,6 +36,9 @@ const budget = z.union([z.string(), z.number()]).transform((v, ctx) => {
 
 const fraction = z.number().gt(0).lt(1);
 
+/** A socket timer: 0 turns it off; Node's timers cannot go past 2^31 − 1 ms (about 24 days). */
+const timeout = duration.refine((n) => n <= 2 ** 31 - 1, 'must be at most 24d (0 turns it off)');
+
 const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 127.0.0.1:5000')
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0–65535');
 
@@ -76,10 +79,20 @@ export const configSchema = z.strictObject({
     maxManifestBytes: bytes,
     automaticCrossMount: z.boolean(),
   }),
+  http: z.strictObject({
+    headersTimeout: timeout,
+    idleTimeout: timeout,
+    keepAliveTimeout: timeout,
+    maxConnections: z.number().int().min(1),
+    maxBufferedManifestBytes: bytes,
+  }),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
   }),
   shutdownTimeout: duration,
+}).refine((c) => c.http.maxBufferedManifestBytes >= c.registry.maxManifestBytes, {
+  message: 'must be at least registry.maxManifestBytes, or a manifest of the largest size could never be accepted',
+  path: ['http', 'maxBufferedManifestBytes'],
 });
 
 export type Config = z.output<typeof configSchema>;

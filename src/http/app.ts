@@ -2,7 +2,8 @@ import express, { type RequestHandler } from 'express';
 import type { Registry } from '../registry/registry.js';
 import type { Logger } from '../observability/logger.js';
 import { OciError } from '../core/errors.js';
-import { errorHandler } from './oci-errors.js';
+import { errorHandler, notFound } from './oci-errors.js';
+import { MemoryBudget } from './body.js';
 import { requestLog } from './request-log.js';
 import { BASE_PATH, baseRoutes } from './routes/base.js';
 import { BLOB_PATH, blobRoutes } from './routes/blobs.js';
@@ -15,6 +16,8 @@ import type { AdminApi } from '../cache/admin.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
+  /** Manifest bodies this process holds in memory at once (http.maxBufferedManifestBytes). */
+  maxBufferedManifestBytes: number;
   /** The operator API under /admin/v1 (status, du, gc, prune); absent in tests that do not need it. */
   admin?: AdminApi;
 }
@@ -70,11 +73,9 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use(listingRoutes(registry));
   app.use(uploadRoutes(registry));
   app.use(blobRoutes(registry));
-  app.use(manifestRoutes(registry, opts.maxManifestBytes));
+  app.use(manifestRoutes(registry, opts.maxManifestBytes, new MemoryBudget(opts.maxBufferedManifestBytes)));
   app.use(methodNotAllowed);
-  app.use((_req, res) => {
-    res.status(404).json({ errors: [{ code: 'NOT_FOUND', message: 'not found', detail: null }] });
-  });
+  app.use(notFound);
   app.use(errorHandler(log));
   return app;
 }
