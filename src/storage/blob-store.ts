@@ -33,6 +33,10 @@ export class BlobStore {
   private readonly deleting = new Map<string, Promise<unknown>>();
   /** Ends another process's removal here (its unlink is done, or it kept the blob). */
   private readonly remoteRemovals = new Map<string, () => void>();
+  /** Blobs another process committed again while this one was removing them: the removal must not unlink them. */
+  private readonly recommitted = new Set<string>();
+  /** Counts removals begun, so that a disk lookup that raced one does not cache what it saw before it. */
+  private removals = 0;
   private listener: StoreListener | undefined;
 
   constructor(
@@ -50,8 +54,11 @@ export class BlobStore {
   apply(e: StoreEvent): void {
     if (e.type === 'blob-added') {
       this.table.setSize(e.digest, e.size);
+      // A commit elsewhere that landed before that process heard of this one's removal: its file is the new one.
+      if (this.deleting.has(e.digest) && !this.remoteRemovals.has(e.digest)) this.recommitted.add(e.digest);
       this.endRemoteRemoval(e.digest);
     } else if (e.type === 'blob-removed') {
+      this.removals++;
       this.table.deleteBlob(e.digest);
       if (this.deleting.has(e.digest)) return;
       // Until the remover says the file is gone. Bounded, should that word never come (the remover died).
@@ -167,14 +174,20 @@ export class BlobStore {
   async locate(d: Digest): Promise<number | undefined> {
     const known = this.table.size(d.value);
     if (known !== undefined) return known;
-    if (this.deleting.has(d.value)) return undefined;
-    try {
-      const st = await stat(this.layout.blobPath(d));
-      this.table.setSize(d.value, st.size);
-      return st.size;
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return undefined;
-      throw e;
+    for (;;) {
+      if (this.deleting.has(d.value)) return undefined;
+      const epoch = this.removals;
+      let size: number;
+      try {
+        size = (await stat(this.layout.blobPath(d))).size;
+      } catch (e) {
+        if (errnoCode(e) === 'ENOENT') return undefined;
+        throw e;
+      }
+      // A removal began while the stat was out: what it saw may be gone now, so look again.
+      if (this.removals !== epoch) continue;
+      this.table.setSize(d.value, size);
+      return size;
     }
   }
 
@@ -318,16 +331,21 @@ export class BlobStore {
   async delete(d: Digest, opts: { eviction?: boolean } = {}): Promise<boolean> {
     const size = this.table.size(d.value);
     const used = this.table.used(d.value);
+    this.removals++;
     this.table.deleteBlob(d.value);
+    // In `deleting` before anyone hears of the removal, so that a commit reported meanwhile is recognised.
+    let settled!: () => void;
+    this.deleting.set(d.value, new Promise<void>((done) => (settled = done)));
     const removal = (async () => {
       const verdict = await this.listener?.({ type: 'blob-removed', digest: d.value, eviction: opts.eviction });
-      if (verdict === 'kept') {
-        if (size === undefined) {
+      if (verdict === 'kept' || this.recommitted.delete(d.value)) {
+        const kept = this.table.size(d.value) ?? size;
+        if (kept === undefined) {
           await this.listener?.({ type: 'blob-unlinked', digest: d.value });
         } else {
-          this.table.setSize(d.value, size);
+          this.table.setSize(d.value, kept);
           this.table.setUsed(d.value, used);
-          await this.listener?.({ type: 'blob-added', digest: d.value, size });
+          await this.listener?.({ type: 'blob-added', digest: d.value, size: kept });
         }
         return false;
       }
@@ -335,11 +353,12 @@ export class BlobStore {
       await this.listener?.({ type: 'blob-unlinked', digest: d.value });
       return removed;
     })();
-    this.deleting.set(d.value, removal.catch(() => undefined));
     try {
       return await removal;
     } finally {
       this.deleting.delete(d.value);
+      this.recommitted.delete(d.value);
+      settled();
     }
   }
 
