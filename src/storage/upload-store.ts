@@ -106,7 +106,7 @@ export class UploadStore {
 
   /** Appends one chunk, streamed and hashed in one pass. Returns the new offset. */
   async append(session: UploadSession, body: Readable, opts: ChunkOptions = {}): Promise<number> {
-    return this.exclusive(session.id, body, opts, (admit) => this.appendLocked(session, body, opts, admit));
+    return this.exclusive(session.id, body, opts.length ?? 0, (admit) => this.appendLocked(session, body, opts, admit));
   }
 
   private async appendLocked(session: UploadSession, body: Readable, opts: ChunkOptions, admit: Admit): Promise<number> {
@@ -138,36 +138,44 @@ export class UploadStore {
   }
 
   /**
-   * Completes the upload as blob `expected`, with an optional last chunk. On digest mismatch the session is
-   * dropped and nothing is stored.
+   * Completes the upload as blob `expected`, with an optional last chunk. A completion refused for its content
+   * (digest mismatch, wrong length, too large, no room) ends the session and stores nothing: clients start such
+   * an upload again rather than resume it, and a session left behind would only count against the caps until it
+   * expired. One that failed otherwise (a chunk out of order, a dropped connection) keeps the session to resume.
    */
   async finish(session: UploadSession, expected: Digest, lastChunk?: Readable, opts: ChunkOptions = {}): Promise<number> {
-    return this.exclusive(session.id, lastChunk, opts, async (admit) => {
-      const path = this.dataPath(session.id);
-      const offset = lastChunk ? await this.appendLocked(session, lastChunk, opts, admit) : (await stat(path)).size;
-      const actual = await this.digest(session.id, offset, expected.algorithm);
-      if (actual.value !== expected.value) {
-        await this.remove(session.id);
-        throw new OciError('DIGEST_INVALID', `upload hashes to ${actual.value}, not ${expected.value}`, {
-          expected: expected.value,
-          actual: actual.value,
-        });
-      }
-      const fh = await open(path, 'r+');
+    // Room for the last chunk is asked for inside, so that a refusal of it ends the session too.
+    return this.exclusive(session.id, lastChunk, 0, async (admit) => {
       try {
-        await fh.sync();
-      } finally {
-        await fh.close();
+        if (opts.length) await admit(opts.length);
+        const path = this.dataPath(session.id);
+        const offset = lastChunk ? await this.appendLocked(session, lastChunk, opts, admit) : (await stat(path)).size;
+        const actual = await this.digest(session.id, offset, expected.algorithm);
+        if (actual.value !== expected.value) {
+          throw new OciError('DIGEST_INVALID', `upload hashes to ${actual.value}, not ${expected.value}`, {
+            expected: expected.value,
+            actual: actual.value,
+          });
+        }
+        const fh = await open(path, 'r+');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await this.blobs.commit(path, expected, offset);
+        await this.remove(session.id);
+        return offset;
+      } catch (e) {
+        if (e instanceof OciError && ENDS_SESSION.has(e.code)) await this.remove(session.id);
+        throw e;
       }
-      await this.blobs.commit(path, expected, offset);
-      await this.remove(session.id);
-      return offset;
     });
   }
 
   /** Cancels a session; refused while a request is writing to it (that request still has its file open). */
   async cancel(session: UploadSession): Promise<void> {
-    await this.exclusive(session.id, undefined, {}, () => this.remove(session.id));
+    await this.exclusive(session.id, undefined, 0, () => this.remove(session.id));
   }
 
   /** Removes a session's folder, then its entry with the gate (which ends the caller's lease, if any). */
@@ -199,14 +207,14 @@ export class UploadStore {
   }
 
   /**
-   * Runs `fn` as the session's one writer in the whole daemon, with room reserved for the declared chunk. The
+   * Runs `fn` as the session's one writer in the whole daemon, with room reserved for `bytes` (the declared chunk). The
    * lease ends (with the size the file has then) only after `fn`, which closes every handle it opened, is done.
    * A body refused here is read and dropped, so the refusal can be answered on the same connection.
    */
-  private async exclusive<T>(id: string, body: Readable | undefined, opts: ChunkOptions, fn: (admit: Admit) => Promise<T>): Promise<T> {
+  private async exclusive<T>(id: string, body: Readable | undefined, bytes: number, fn: (admit: Admit) => Promise<T>): Promise<T> {
     let lease;
     try {
-      lease = await this.gate.lockSession(id, opts.length ?? 0);
+      lease = await this.gate.lockSession(id, bytes);
     } catch (e) {
       body?.resume();
       throw e;
@@ -250,7 +258,7 @@ export class UploadStore {
     let removed = 0;
     for (const id of ids) {
       try {
-        await this.exclusive(id, undefined, {}, () => this.remove(id));
+        await this.exclusive(id, undefined, 0, () => this.remove(id));
         removed++;
       } catch (e) {
         if (!(e instanceof OciError)) throw e;
@@ -259,6 +267,9 @@ export class UploadStore {
     return removed;
   }
 }
+
+/** Refusals of a completing PUT's content, after which the session is of no use to anyone. */
+const ENDS_SESSION = new Set<string>(['DIGEST_INVALID', 'SIZE_INVALID', 'UPLOAD_TOO_LARGE', 'NO_ROOM', 'STORAGE_FULL']);
 
 /** Grants room for the bytes a request has written in total (see SessionLease.ensure). */
 type Admit = (total: number) => Promise<void>;
