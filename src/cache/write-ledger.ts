@@ -3,6 +3,8 @@ import type { LedgerRequest } from '../storage/write-gate.js';
 
 /** Reservations grow ahead of a chunked body by this much, so a long stream asks the owner once per slab. */
 const SLAB = 8 * 1024 * 1024;
+/** After an eviction that freed nothing, writes that do not fit are refused without another run for this long. */
+const FRUITLESS_PAUSE_MS = 1000;
 
 export interface WriteLimits {
   /** The disk budget: blobs, upload sessions and writes in progress together never exceed it. */
@@ -58,6 +60,8 @@ export class WriteLedger {
   private leasedBytes = 0;
   private sessionLeasedBytes = 0;
   private roomMaking: Promise<void> | undefined;
+  /** Until then, asking for room again is pointless: the last eviction freed nothing. */
+  private fruitlessUntil = 0;
   /** Evicts so that `bytes` more fit (the evictor, down to its low watermark); set once the evictor exists. */
   makeRoom: (bytes: number) => Promise<void> = async () => {};
 
@@ -184,7 +188,7 @@ export class WriteLedger {
       throw new OciError('NO_ROOM', `upload sessions in progress hold the ${share} bytes they may use together; retry once some finish`);
     }
     for (let attempt = 0; !this.fits(need); attempt++) {
-      if (attempt === 2) {
+      if (attempt === 2 || (attempt === 0 && !this.roomMaking && Date.now() < this.fruitlessUntil)) {
         throw new OciError('NO_ROOM', 'the cache budget is full of content that cannot be evicted now; nothing was stored, retry later');
       }
       await this.room(need);
@@ -202,7 +206,12 @@ export class WriteLedger {
   /** One eviction at a time frees room for all the writes waiting for it. */
   private async room(bytes: number): Promise<void> {
     if (!this.roomMaking) {
-      this.roomMaking = this.makeRoom(bytes).finally(() => (this.roomMaking = undefined));
+      const before = this.usage();
+      this.roomMaking = this.makeRoom(bytes).finally(() => {
+        this.roomMaking = undefined;
+        // Refused writes in a storm would otherwise each plan an eviction over the whole store, for nothing.
+        if (this.usage() >= before) this.fruitlessUntil = Date.now() + FRUITLESS_PAUSE_MS;
+      });
     }
     await this.roomMaking.catch(() => undefined);
   }

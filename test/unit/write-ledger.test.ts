@@ -162,4 +162,16 @@ describe('write ledger: the budget', () => {
     l.unlock(lease, 4 * MiB); // the request's own unlock afterwards changes nothing
     expect(l.usage()).toBe(0);
   });
+
+  it('after an eviction that freed nothing, refuses at once for a moment instead of planning another', async () => {
+    const { l } = ledger({ maxBytes: 10 * MiB }, 10 * MiB);
+    let runs = 0;
+    l.makeRoom = async () => {
+      runs++;
+    };
+    expect(await code(l.reserve('w', MiB))).toBe('NO_ROOM');
+    expect(runs).toBe(2);
+    expect(await code(l.reserve('w', MiB))).toBe('NO_ROOM');
+    expect(runs).toBe(2);
+  });
 });
