@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
 import { parseDuration } from './config/units.js';
@@ -10,7 +12,8 @@ import { startSingle } from './process/single.js';
 import { startPrimary } from './process/primary.js';
 import { runWorker } from './process/worker.js';
 import { DataDirError } from './storage/data-dir.js';
-import { callAdmin } from './cli/store-access.js';
+import { CliError, callAdmin, daemonRequest, runningDaemon } from './cli/store-access.js';
+import { Layout } from './storage/layout.js';
 import { formatReferences, formatReport, formatStatus } from './cli/format.js';
 
 interface StoreFlags {
@@ -19,9 +22,13 @@ interface StoreFlags {
   json?: boolean;
 }
 
+// package.json sits beside dist/ in every install (Node needs its "type": "module" to run dist/ at all).
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command()
   .name('buildcached')
   .description('A registry cache daemon for BuildKit layer caches (OCI Distribution API)')
+  .version(version, '-V, --version')
   .showHelpAfterError();
 
 /** Every command finds its store the same way: --config/--data, then env, then the defaults. */
@@ -103,7 +110,7 @@ storeCommand('prune', 'remove cache references not used for a while')
   .option('--json', 'print JSON')
   .action(async (opts: StoreFlags & { olderThan: string; repo?: string; dryRun?: boolean }) => {
     const ms = parseDuration(opts.olderThan);
-    if (ms === undefined) throw new ConfigError(`--older-than: "${opts.olderThan}" is not a duration (examples: 7d, 12h)`);
+    if (ms === undefined) throw new ConfigError(`--older-than: "${opts.olderThan}" is not a duration with a unit (examples: 7d, 12h)`);
     const q = new URLSearchParams({ olderThan: opts.olderThan, ...(opts.repo ? { repo: opts.repo } : {}), ...(opts.dryRun ? { dryRun: '1' } : {}) });
     const report = await callAdmin(await configFor(opts), {
       method: 'POST',
@@ -113,9 +120,18 @@ storeCommand('prune', 'remove cache references not used for a while')
     print(opts.json, report, formatReport(report));
   });
 
+storeCommand('health', 'exit 0 when the daemon on this data directory answers GET /healthz (for Docker HEALTHCHECK)')
+  .action(async (opts: StoreFlags) => {
+    const layout = new Layout(resolve((await configFor(opts)).storage.dir));
+    const owner = await runningDaemon(layout);
+    if (!owner?.url) throw new CliError(`no daemon runs on ${layout.root}`);
+    await daemonRequest(owner, owner.url, 'GET', '/healthz');
+    process.stdout.write('ok\n');
+  });
+
 program.parseAsync().catch((e: unknown) => {
   // Expected failures get one clear line; anything else keeps its stack.
-  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError;
+  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError || e instanceof CliError;
   process.stderr.write(`buildcached: ${known ? (e as Error).message : ((e as Error)?.stack ?? String(e))}\n`);
   process.exit(1);
 });

@@ -26,6 +26,9 @@ export interface AdminApi {
   prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport>;
 }
 
+/** `--repo org/` (as one writes a prefix) means `org`: prefixes match whole path components. */
+const normalisePrefix = (prefix: string | undefined) => prefix?.replace(/\/+$/, '') || undefined;
+
 /**
  * The operator's view and levers — status, du, gc, prune — over one opened store. The daemon serves it on
  * /admin/v1; the CLI calls the daemon when one runs, or opens the store itself when none does.
@@ -56,7 +59,7 @@ export class Admin implements AdminApi {
   }
 
   async du(repoPrefix?: string): Promise<ReferenceInfo[]> {
-    return listReferences(this.repos, this.blobs, this.recency, repoPrefix);
+    return listReferences(this.repos, this.blobs, this.recency, normalisePrefix(repoPrefix));
   }
 
   /** Collects garbage now (unreferenced blobs, untagged manifests past the grace window), and evicts down to the
@@ -69,6 +72,6 @@ export class Admin implements AdminApi {
   /** Removes references (and what only they keep) not used for `olderThanMs`, optionally under a repo prefix. */
   prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport> {
     const before = nowSeconds() - Math.floor(olderThanMs / 1000);
-    return this.evictor.run({ targetBytes: Infinity, reason: 'prune', dryRun, filter: { before, repoPrefix } });
+    return this.evictor.run({ targetBytes: Infinity, reason: 'prune', dryRun, filter: { before, repoPrefix: normalisePrefix(repoPrefix) } });
   }
 }

@@ -22,7 +22,9 @@ export type ErrorCode =
   | 'RANGE_INVALID'
   | 'UPLOAD_OUT_OF_ORDER'
   | 'MANIFEST_TOO_LARGE'
-  | 'STORAGE_FULL';
+  | 'STORAGE_FULL'
+  /** A missing or malformed parameter of an admin call (the admin API is not OCI's and has no code of its own). */
+  | 'PARAMETER_INVALID';
 
 export class OciError extends Error {
   constructor(

@@ -10,13 +10,9 @@ import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/u
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
-import { adminRoutes } from './routes/admin.js';
-import type { AdminApi } from '../cache/admin.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
-  /** The operator API under /admin/v1 (status, du, gc, prune); absent in tests that do not need it. */
-  admin?: AdminApi;
 }
 
 /**
@@ -53,6 +49,11 @@ const methodNotAllowed: RequestHandler = (req, res, next) => {
   next(new OciError('UNSUPPORTED', `${req.method} is not supported on this path`));
 };
 
+/** Any path no router serves (including /admin/…, which only the admin listener serves). */
+export const notFound: RequestHandler = (_req, res) => {
+  res.status(404).json({ errors: [{ code: 'NOT_FOUND', message: 'not found', detail: null }] });
+};
+
 export function createApp(registry: Registry, log: Logger, opts: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -60,7 +61,6 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.set('query parser', 'simple');
   app.use(requestLog(log));
   app.use(healthRoutes());
-  if (opts.admin) app.use(adminRoutes(opts.admin));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();
@@ -72,9 +72,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use(blobRoutes(registry));
   app.use(manifestRoutes(registry, opts.maxManifestBytes));
   app.use(methodNotAllowed);
-  app.use((_req, res) => {
-    res.status(404).json({ errors: [{ code: 'NOT_FOUND', message: 'not found', detail: null }] });
-  });
+  app.use(notFound);
   app.use(errorHandler(log));
   return app;
 }

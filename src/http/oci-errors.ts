@@ -24,6 +24,7 @@ const STATUS: Record<ErrorCode, number> = {
   UPLOAD_OUT_OF_ORDER: 416,
   MANIFEST_TOO_LARGE: 413,
   STORAGE_FULL: 507,
+  PARAMETER_INVALID: 400,
 };
 
 /** Internal codes that are not in the OCI list are reported with the nearest OCI code clients understand. */

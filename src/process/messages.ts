@@ -2,7 +2,7 @@ import type { StoreEvent } from '../storage/events.js';
 
 /**
  * What the primary and worker processes tell each other over the cluster IPC channel.
- * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin operations.
+ * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin listener.
  */
 
 /** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full. */
@@ -17,11 +17,7 @@ export type UsageSignal =
 export type AdminOp =
   | { op: 'reserve'; digests: string[] }
   /** A change this worker committed: answered once every process applied it. */
-  | { op: 'publish'; event: StoreEvent }
-  | { op: 'status' }
-  | { op: 'du'; repoPrefix?: string }
-  | { op: 'gc'; dryRun: boolean }
-  | { op: 'prune'; olderThanMs: number; repoPrefix?: string; dryRun: boolean };
+  | { op: 'publish'; event: StoreEvent };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
