@@ -4,13 +4,14 @@
  * SIGTERM, and upload sessions that survive a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import http from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MiB } from '../helpers/content.js';
-import { cleanup, makeTempDir, runDaemonExpectingFailure, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
+import { REPO_ROOT, cleanup, makeTempDir, runDaemonExpectingFailure, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
+import { cliJson, nextSecond, pushRef, randomLayers, runCli, startCache, type ReportJson } from '../helpers/cache-helpers.js';
 import { RegistryClient, request, sha256, streamingRequest } from '../helpers/registry-client.js';
 
 /** A port that was free a moment ago (bind :0, read, close). */
@@ -293,4 +294,74 @@ describe('buildcached serve: lifecycle', () => {
     await stopOk(d);
     await mkdir(dir, { recursive: true });
   }, 30_000);
+});
+
+describe('admin commands: what an operator runs into', () => {
+  afterEach(cleanup);
+
+  it('status, du, gc and prune on a directory that holds no store say so, exit non-zero and create nothing', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    const typo = join(dir, 'dta');
+    const empty = join(dir, 'empty');
+    await mkdir(empty);
+    for (const target of [typo, empty]) {
+      for (const cmd of [['status'], ['du'], ['gc', '--dry-run'], ['prune', '--older-than', '7d']]) {
+        const r = await runCli([...cmd, '--data', target]);
+        expect(r.code, `${cmd[0]} on ${target}: ${r.stdout}`).not.toBe(0);
+        expect(r.stderr).toContain(`no buildcached store in ${target}`);
+        expect(r.stderr, 'a stack trace instead of a message').not.toMatch(/\n\s+at .+:\d+:\d+/);
+      }
+    }
+    await expect(stat(typo)).rejects.toThrow(/ENOENT/);
+    expect(await readdir(empty)).toEqual([]);
+  }, 60_000);
+
+  it('--repo org/ (with the slash) means the repositories under org, in du and prune, with and without a daemon', async () => {
+    const d = await startCache({ maxBytes: 100 * MiB, pushGraceSeconds: 1 });
+    await pushRef(d.client, 'org/app', 'main', randomLayers([1000]));
+    await pushRef(d.client, 'other/app', 'main', randomLayers([1000]));
+    await nextSecond();
+    const data = ['--data', d.dataDir];
+    const check = async () => {
+      for (const prefix of ['org', 'org/', 'org//']) {
+        const du = await cliJson<Array<{ repo: string; tag?: string }>>(['du', '--repo', prefix, ...data]);
+        expect(du.map((r) => `${r.repo}:${r.tag}`), `du --repo ${prefix}`).toEqual(['org/app:main']);
+        const dry = await cliJson<ReportJson>(['prune', '--older-than', '1ms', '--repo', prefix, '--dry-run', ...data]);
+        expect(dry.steps.filter((s) => s.kind === 'tag').map((s) => `${s.repo}:${s.tag}`), `prune --repo ${prefix}`).toEqual(['org/app:main']);
+      }
+    };
+    await check();
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    await check();
+  }, 60_000);
+
+  it('a daemon that does not answer: one line naming it and the address, no stack trace', async () => {
+    const port = await freePort(); // free: nothing answers there
+    for (const adminUrl of [`http://127.0.0.1:${port}`, 'unix:/nonexistent/admin.sock']) {
+      const data = join(await makeTempDir('buildcached-cli-'), 'data');
+      await mkdir(join(data, 'blobs'), { recursive: true });
+      // A live pid (this test runner), so the CLI takes the daemon for running.
+      await writeFile(join(data, 'daemon.json'), JSON.stringify({ pid: process.pid, url: `http://127.0.0.1:${port}`, adminUrl }));
+      const r = await runCli(['status', '--data', data]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(`pid ${process.pid}`);
+      expect(r.stderr).toContain(adminUrl);
+      expect(r.stderr).toMatch(/ECONNREFUSED|ENOENT/);
+    }
+  });
+
+  it('--version prints the package version; health answers for a running daemon only', async () => {
+    const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    const v = await runCli(['--version']);
+    expect([v.code, v.stdout.trim()]).toEqual([0, pkg.version]);
+
+    const d = await startDaemon({ args: ['--workers', '2'] });
+    const ok = await runCli(['health', '--data', d.dataDir]);
+    expect([ok.code, ok.stdout.trim()]).toEqual([0, 'ok']);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    const gone = await runCli(['health', '--data', d.dataDir]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain(`no daemon runs on ${d.dataDir}`);
+  }, 60_000);
 });
