@@ -40,7 +40,9 @@ export function statusOf(code: ErrorCode): number {
 
 export function sendError(res: Response, err: OciError): void {
   const status = STATUS[err.code];
-  res.locals.errorCode = err.code;
+  const code = WIRE_CODE[err.code] ?? err.code;
+  // The log says what the client was told.
+  res.locals.errorCode = code;
   if (res.headersSent) {
     // The response is already streaming: the only honest signal left is to cut the connection.
     res.destroy(err);
@@ -54,8 +56,9 @@ export function sendError(res: Response, err: OciError): void {
   if (err.code === 'RANGE_INVALID' && err.detail && typeof err.detail === 'object' && 'size' in err.detail) {
     res.set('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
   }
-  const body = { errors: [{ code: WIRE_CODE[err.code] ?? err.code, message: err.message, detail: err.detail ?? null }] };
-  res.end(JSON.stringify(body));
+  const body = JSON.stringify({ errors: [{ code, message: err.message, detail: err.detail ?? null }] });
+  res.set('Content-Length', String(Buffer.byteLength(body)));
+  res.end(body);
 }
 
 /** Express error middleware: OCI errors as such, anything else as a logged 500 that reveals nothing internal. */

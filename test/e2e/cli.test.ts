@@ -365,3 +365,23 @@ describe('admin commands: what an operator runs into', () => {
     expect(gone.stderr).toContain(`no daemon runs on ${d.dataDir}`);
   }, 60_000);
 });
+
+describe('buildcached serve: log lines', () => {
+  afterEach(cleanup);
+
+  it('a worker that dies is logged once, as workerPid beside the primary\'s own pid', async () => {
+    const d = await startDaemon({ args: ['--workers', '2'] });
+    const [victim] = d.workers();
+    process.kill(victim!, 'SIGKILL'); // a worker this test's daemon forked
+    let raw = '';
+    for (let i = 0; i < 100 && !raw; i++) {
+      raw = d.logs().split('\n').find((l) => l.includes('worker exited unexpectedly')) ?? '';
+      if (!raw) await sleep(50);
+    }
+    expect(raw, d.logs()).not.toBe('');
+    // JSON.parse keeps the last of two equal keys silently: count them in the raw line.
+    expect(raw.match(/"pid":/g)).toHaveLength(1);
+    expect(JSON.parse(raw)).toMatchObject({ pid: d.pid, workerPid: victim, signal: 'SIGKILL' });
+    await stopOk(d);
+  }, 30_000);
+});
