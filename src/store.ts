@@ -11,7 +11,7 @@ import { UploadStore } from './storage/upload-store.js';
 import { Recency } from './cache/recency.js';
 import { Evictor } from './cache/evictor.js';
 import { CacheTracker } from './cache/cache.js';
-import { resolveBudget } from './cache/budget.js';
+import { overcommitted, resolveBudget } from './cache/budget.js';
 
 /** The stores of the configured data directory, not yet opened. */
 function newStores(config: Config) {
@@ -54,6 +54,15 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     graceSeconds: config.storage.pushGraceSeconds,
   };
   const evictor = new Evictor(blobs, uploads, repos, recency, budget, log);
+  const { total } = await evictor.usage();
+  const freeBytes = await overcommitted(budget.maxBytes, layout.root, total);
+  if (freeBytes !== undefined) {
+    const spec = 'percent' in config.storage.maxBytes ? `${config.storage.maxBytes.percent}% of the filesystem's size` : 'a size';
+    log.warn(
+      { budget: budget.maxBytes, freeBytes, storeBytes: total },
+      `storage.maxBytes (${spec}) is more than the free space plus what the store holds: the disk may fill before eviction starts (writes then fail with 507 until it frees space); set storage.maxBytes to a size that fits`,
+    );
+  }
   const cache = new CacheTracker(blobs, recency, evictor);
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache);
   log.info(

@@ -92,7 +92,8 @@ export async function callAdmin<T>(config: Config, call: AdminCall<T>): Promise<
     return daemonRequest<T>(owner, owner.adminUrl, call.method, call.path, owner.adminToken);
   }
   await assertStore(layout);
-  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level);
+  // On stderr: stdout is the command's output (--json).
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level, 2);
   const release = await acquireDataDir(layout, (err) => {
     throw err;
   });

@@ -385,3 +385,20 @@ describe('buildcached serve: log lines', () => {
     await stopOk(d);
   }, 30_000);
 });
+
+describe('buildcached serve: the budget against the disk', () => {
+  afterEach(cleanup);
+
+  const warning = (d: Daemon) => d.logLines().find((l) => typeof l.msg === 'string' && l.msg.startsWith('storage.maxBytes'));
+
+  it('a budget above what is free plus what the store holds is said at start-up; one that fits is not', async () => {
+    // 100% of a filesystem that holds anything else (the OS, this repository) is more than is free.
+    const over = await startDaemon({ env: {}, args: ['--config', await writeConfig(await makeTempDir('buildcached-cli-'), 'c.yaml', 'storage:\n  maxBytes: 100%\n')] });
+    expect(warning(over), over.logs()).toMatchObject({ level: 40 });
+    expect(String(warning(over)?.msg)).toContain("100% of the filesystem's size");
+    await stopOk(over);
+    const fits = await startDaemon({ args: ['--config', await writeConfig(await makeTempDir('buildcached-cli-'), 'c.yaml', 'storage:\n  maxBytes: 1MiB\n')] });
+    expect(warning(fits)).toBeUndefined();
+    await stopOk(fits);
+  }, 30_000);
+});
