@@ -14,7 +14,7 @@ import { runWorker } from './process/worker.js';
 import { DataDirError } from './storage/data-dir.js';
 import { CliError, callAdmin, daemonRequest, runningDaemon } from './cli/store-access.js';
 import { Layout } from './storage/layout.js';
-import { formatReferences, formatReport, formatStatus } from './cli/format.js';
+import { formatReferences, formatReport, formatStatus, formatVerify } from './cli/format.js';
 
 interface StoreFlags {
   config?: string;
@@ -118,6 +118,20 @@ storeCommand('prune', 'remove cache references not used for a while')
       direct: (a) => a.prune(ms, opts.repo, !!opts.dryRun),
     });
     print(opts.json, report, formatReport(report));
+  });
+
+storeCommand('verify', 're-hash every blob, check every manifest and tag; exit 2 while problems remain')
+  .option('--repair', 'remove broken tags and manifests, move corrupt blobs to DATA/quarantine/')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags & { repair?: boolean }) => {
+    const report = await callAdmin(await configFor(opts), {
+      method: 'POST',
+      path: `/admin/v1/verify${opts.repair ? '?repair=1' : ''}`,
+      direct: (a) => a.verify(!!opts.repair),
+    });
+    print(opts.json, report, formatVerify(report));
+    // Like fsck: scripts (cron, CI) learn from the status whether the store is sound now.
+    if (report.problems.some((p) => !p.repaired)) process.exitCode = 2;
   });
 
 storeCommand('health', 'exit 0 when the daemon on this data directory answers GET /healthz (for Docker HEALTHCHECK)')

@@ -80,7 +80,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     recency,
     evictor,
     cache,
-    admin: new Admin(blobs, repos, recency, evictor),
+    admin: new Admin(layout, blobs, repos, recency, evictor),
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
