@@ -40,8 +40,13 @@ function storeCommand(name: string, description: string): Command {
     .option('-d, --data <dir>', 'data directory (env BUILDCACHED_DATA)');
 }
 
-const configFor = (opts: StoreFlags & { listen?: string; workers?: string }): Promise<Config> =>
-  loadConfig({ file: opts.config, overrides: { listen: opts.listen, workers: opts.workers, storage: { dir: opts.data } } });
+type ServeFlags = StoreFlags & { listen?: string; workers?: string; adminListen?: string };
+
+const configFor = (opts: ServeFlags): Promise<Config> =>
+  loadConfig({
+    file: opts.config,
+    overrides: { listen: opts.listen, workers: opts.workers, storage: { dir: opts.data }, admin: { listen: opts.adminListen } },
+  });
 
 const print = (json: boolean | undefined, value: unknown, human: string) =>
   process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human}\n`);
@@ -49,7 +54,8 @@ const print = (json: boolean | undefined, value: unknown, human: string) =>
 storeCommand('serve', 'run the daemon')
   .option('-l, --listen <host:port>', 'address to listen on (env BUILDCACHED_LISTEN)')
   .option('-w, --workers <n>', 'HTTP worker processes sharing the port and the store: a number or "auto", one per core (env BUILDCACHED_WORKERS)')
-  .action(async (opts: StoreFlags & { listen?: string; workers?: string }) => {
+  .option('--admin-listen <addr>', 'admin API: unix:/PATH or HOST:PORT; default the socket DATA/admin.sock (env BUILDCACHED_ADMIN_LISTEN)')
+  .action(async (opts: ServeFlags) => {
     const config = await configFor(opts);
     const log = createLogger(config.log.level);
     if (cluster.isWorker) return runWorker(config, log);

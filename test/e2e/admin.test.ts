@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, haveTool, runDaemonExpectingFailure, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { cleanup, runDaemonExpectingFailure, skipWithoutTools, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { request } from '../helpers/registry-client.js';
 import { adminRequest, cliJson, type StatusJson } from '../helpers/cache-helpers.js';
 
@@ -65,7 +65,7 @@ describe('admin API: its own listener', () => {
   }, 60_000);
 
   it('the README\'s curl line works against the socket', async () => {
-    if (!haveTool('curl')) return;
+    if (skipWithoutTools('the curl check', { curl: 'curl' })) return;
     const d = await startDaemon();
     const r = spawnSync('curl', ['-sS', '--unix-socket', join(d.dataDir, 'admin.sock'), 'http://localhost/admin/v1/status'], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
@@ -80,7 +80,7 @@ describe('admin API: its own listener', () => {
   }, 60_000);
 
   it('admin.listen on TCP always wants a bearer token: a random one per start, in daemon.json; the CLI uses it', async () => {
-    const d = await startDaemon({ args: ['--workers', '2'], env: { BUILDCACHED_ADMIN_LISTEN: '127.0.0.1:0' } });
+    const d = await startDaemon({ args: ['--workers', '2', '--admin-listen', '127.0.0.1:0'] });
     await expectNoAdminOnMainListener(d);
     expect(d.admin.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(d.admin.token).toMatch(/^[A-Za-z0-9_-]{40,}$/);

@@ -491,6 +491,10 @@ describe('crash during eviction', () => {
     const again = await startCache({ maxBytes: 1024 * MiB, pushGraceSeconds: 1, dataDir: d.dataDir, configPath: d.configPath }, { retryWhileLockedMs: 45_000 });
     const counts = await checkStore(again.dataDir, again.client, { expectEmptyTmp: true });
     expect(counts.tags).toBe(left);
+    // The daemon's own check agrees: the README's crash-safety claim, as `buildcached verify` checks it.
+    const verified = await cliJson<{ problems: unknown[]; checked: { tags: number } }>(['verify', '--data', again.dataDir]);
+    expect(verified.problems).toEqual([]);
+    expect(verified.checked.tags).toBe(left);
     // What the interrupted run left unreferenced is garbage for the next gc, and nothing referenced goes.
     await sleep(1100);
     await gc(again.url);
