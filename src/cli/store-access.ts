@@ -1,8 +1,10 @@
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import http from 'node:http';
-import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Admin } from '../cache/admin.js';
+import { errnoCode } from '../core/errors.js';
 import { createLogger } from '../observability/logger.js';
 import { openStore } from '../store.js';
 import { acquireDataDir, isAlive, readOwner, type Owner } from '../storage/data-dir.js';
@@ -57,6 +59,9 @@ export function daemonRequest<T>(owner: Owner, target: string, method: string, p
 
 /** The daemon holding this data directory, when one runs (its pid is alive). */
 export async function runningDaemon(layout: Layout): Promise<Owner | undefined> {
+  // daemon.json is its owner's only (it may hold the admin token): say so rather than take the daemon for absent.
+  const readable = await access(layout.pidFile, constants.R_OK).then(() => true, (e: unknown) => errnoCode(e) !== 'EACCES');
+  if (!readable) throw new CliError(`cannot read ${layout.pidFile}: permission denied; run this as the daemon's user or root`);
   const owner = await readOwner(layout);
   return owner && owner.pid !== process.pid && isAlive(owner.pid) ? owner : undefined;
 }

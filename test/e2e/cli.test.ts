@@ -4,7 +4,7 @@
  * SIGTERM, and upload sessions that survive a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import http from 'node:http';
 import { join } from 'node:path';
@@ -402,3 +402,30 @@ describe('buildcached serve: the budget against the disk', () => {
     await stopOk(fits);
   }, 30_000);
 });
+
+describe('admin commands: whose store it is', () => {
+  afterEach(cleanup);
+
+  it.skipIf(process.getuid?.() !== 0)('as root, a stopped store of another user is left alone; its daemon.json is not readable by others', async () => {
+    const d = await startDaemon();
+    // Another user's daemon: its daemon.json (0600) is unreadable to that other user… (checked as uid 65534)
+    const asNobody = await runCli(['status', '--data', d.dataDir], 30_000, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--']);
+    expect(asNobody.code).toBe(1);
+    expect(asNobody.stderr).toMatch(/cannot read .*daemon\.json: permission denied/);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    // …and root does not write into a stopped store that belongs to someone else.
+    await chownTree(d.dataDir, 65534);
+    const r = await runCli(['gc', '--data', d.dataDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${d.dataDir} belongs to uid 65534`);
+    expect(r.stderr).toContain('sudo -u');
+  }, 30_000);
+});
+
+async function chownTree(dir: string, uid: number): Promise<void> {
+  await chown(dir, uid, uid);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) await chownTree(join(dir, e.name), uid);
+    else await chown(join(dir, e.name), uid, uid);
+  }
+}

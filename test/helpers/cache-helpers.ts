@@ -175,12 +175,14 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `buildcached <args>` (dist/main.js) to completion. Tracked, so cleanup() kills it if it hangs. */
-export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+/** Runs `buildcached <args>` (dist/main.js) to completion, behind `wrapper` (e.g. setpriv) when given. Tracked, so
+ *  cleanup() kills it if it hangs. */
+export function runCli(args: string[], timeoutMs = 30_000, wrapper: string[] = []): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUILDCACHED_')) env[k] = v;
-    const p = track(spawn(process.execPath, [DAEMON_MAIN, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const [cmd, ...rest] = [...wrapper, process.execPath, DAEMON_MAIN, ...args];
+    const p = track(spawn(cmd!, rest, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '';
     let stderr = '';
     p.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
