@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Config } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
@@ -12,13 +13,28 @@ import { Recency } from './cache/recency.js';
 import { Evictor } from './cache/evictor.js';
 import { CacheTracker } from './cache/cache.js';
 import { overcommitted, resolveBudget } from './cache/budget.js';
+import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
+import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 
-/** The stores of the configured data directory, not yet opened. */
-function newStores(config: Config) {
+/** The stores of the configured data directory, not yet opened, writing under `gate`. */
+function newStores(config: Config, table: DigestTable, gate: WriteGate) {
   const layout = new Layout(resolve(config.storage.dir));
-  const table = new DigestTable();
-  const blobs = new BlobStore(layout, table);
-  return { layout, table, blobs, uploads: new UploadStore(layout, blobs, config.storage.uploadTtl), repos: new RepositoryStore(layout, table) };
+  const blobs = new BlobStore(layout, table, gate);
+  return { layout, blobs, uploads: new UploadStore(layout, blobs, gate), repos: new RepositoryStore(layout, table) };
+}
+
+/** The write limits of the configuration, for a budget of `maxBytes`. */
+export function writeLimits(config: Config, maxBytes: number): WriteLimits {
+  const s = config.storage;
+  return {
+    maxBytes,
+    maxUploadBytes: s.maxUploadBytes,
+    uploadShare: s.uploadShare,
+    maxSessions: s.maxUploadSessions,
+    maxSessionsPerClient: s.maxUploadSessionsPerClient,
+    uploadTtlMs: s.uploadTtl,
+    uploadIdleMs: s.uploadIdleTimeout,
+  };
 }
 
 /** A data directory opened for serving: the registry and the cache machinery around it. */
@@ -26,11 +42,14 @@ export interface OpenedStore {
   layout: Layout;
   registry: Registry;
   blobs: BlobStore;
+  uploads: UploadStore;
   repos: RepositoryStore;
   recency: Recency;
   evictor: Evictor;
   cache: CacheTracker;
   admin: Admin;
+  /** The owner's book of writes in progress: the primary answers its workers' write requests from it. */
+  ledger: WriteLedger;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
   /** Stops the timers and persists recency and the blob index. */
@@ -39,22 +58,28 @@ export interface OpenedStore {
 
 /** Opens the stores of a data directory (already locked by the caller) and builds the registry over them. */
 export async function openStore(config: Config, log: Logger): Promise<OpenedStore> {
-  const { layout, table, blobs, uploads, repos } = newStores(config);
+  const root = resolve(config.storage.dir);
+  await mkdir(root, { recursive: true });
+  const table = new DigestTable();
+  const budget = {
+    maxBytes: await resolveBudget(config.storage.maxBytes, root),
+    high: config.storage.highWatermark,
+    low: config.storage.lowWatermark,
+    graceSeconds: config.storage.pushGraceSeconds,
+  };
+  const ledger = new WriteLedger(() => table.blobBytes, writeLimits(config, budget.maxBytes));
+  const { layout, blobs, uploads, repos } = newStores(config, table, new LedgerGate((req) => ledger.handle(req, 'self')));
   const recency = new Recency(table, layout.state, layout.tmp, config.storage.pushGraceSeconds, () => blobs.saveIndex());
   await recency.open();
   const index = await blobs.open((digest, _size, mtimeMs) => recency.seedBlob(digest, Math.floor(mtimeMs / 1000)));
   const leftovers = await blobs.removeLeftovers();
   await uploads.open();
-  const expired = await uploads.sweep();
+  for (const f of await uploads.scan()) ledger.seed(f.id, f.client, f.startedAt, f.lastActive, f.bytes);
   await repos.open();
-  const budget = {
-    maxBytes: await resolveBudget(config.storage.maxBytes, layout.root),
-    high: config.storage.highWatermark,
-    low: config.storage.lowWatermark,
-    graceSeconds: config.storage.pushGraceSeconds,
-  };
-  const evictor = new Evictor(blobs, uploads, repos, recency, budget, log);
-  const { total } = await evictor.usage();
+  const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
+  ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
+  const expired = await evictor.expireUploads();
+  const { total } = evictor.usage();
   const freeBytes = await overcommitted(budget.maxBytes, layout.root, total);
   if (freeBytes !== undefined) {
     const spec = 'percent' in config.storage.maxBytes ? `${config.storage.maxBytes.percent}% of the filesystem's size` : 'a size';
@@ -76,16 +101,18 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     layout,
     registry,
     blobs,
+    uploads,
     repos,
     recency,
     evictor,
     cache,
     admin: new Admin(layout, blobs, repos, recency, evictor),
+    ledger,
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
-      every(Math.min(config.storage.uploadTtl / 4, 10 * 60_000), async () => {
-        const n = await uploads.sweep();
+      every(Math.min(config.storage.uploadIdleTimeout / 4, 30_000), async () => {
+        const n = await evictor.expireUploads();
         if (n) log.info({ removed: n }, 'expired upload sessions removed');
       }, 'upload expiry');
       void evictor.evictIfOver('start-up').catch((err: unknown) => log.error({ err }, 'eviction failed'));
@@ -99,10 +126,15 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
 
 /**
  * The stores of a data directory for a worker process: the same indexes, loaded from disk, but no start-up
- * cleanup and no background work (the primary process owns those), and cache signals go to `hooks`.
+ * cleanup and no background work (the primary process owns those); cache signals go to `hooks` and write
+ * decisions to `gate` (both answered by the primary).
  */
-export async function openWorkerStores(config: Config, hooks: CacheHooks): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
-  const { blobs, uploads, repos } = newStores(config);
+export async function openWorkerStores(
+  config: Config,
+  hooks: CacheHooks,
+  gate: WriteGate,
+): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
+  const { blobs, uploads, repos } = newStores(config, new DigestTable(), gate);
   await blobs.open();
   await repos.open();
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks);
@@ -113,9 +145,3 @@ const registryOptions = (config: Config) => ({
   automaticCrossMount: config.registry.automaticCrossMount,
   deleteEnabled: config.storage.deleteEnabled,
 });
-
-/** The registry alone, for tests and tools that need no background work. */
-export async function openRegistry(config: Config, log: Logger): Promise<Registry> {
-  return (await openStore(config, log)).registry;
-}
-

@@ -46,7 +46,7 @@ export class Admin implements AdminApi {
   ) {}
 
   async status(): Promise<Status> {
-    const usage = await this.evictor.usage();
+    const usage = this.evictor.usage();
     const b = this.evictor.budget;
     return {
       bytesUsed: usage.total,
@@ -69,7 +69,7 @@ export class Admin implements AdminApi {
   /** Collects garbage now (unreferenced blobs, untagged manifests past the grace window), and evicts down to the
    *  low watermark if usage is above the high one. */
   async gc(dryRun: boolean): Promise<EvictionReport> {
-    const targetBytes = await this.evictor.excess();
+    const targetBytes = this.evictor.excess();
     return this.evictor.run({ targetBytes, reason: 'gc', dryRun, filter: { allGarbage: true } });
   }
 

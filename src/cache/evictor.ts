@@ -3,6 +3,7 @@ import { parseDigest } from '../core/digest.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
 import type { UploadStore } from '../storage/upload-store.js';
+import type { WriteLedger } from './write-ledger.js';
 import { planEviction, type BlobInfo, type EvictionStep, type PlanFilter } from './policy.js';
 import { nowSeconds } from './clock.js';
 import type { Recency } from './recency.js';
@@ -61,15 +62,18 @@ export class Evictor {
   constructor(
     private readonly blobs: BlobStore,
     private readonly uploads: UploadStore,
+    private readonly ledger: WriteLedger,
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
     readonly budget: Budget,
     private readonly log: Logger,
   ) {}
 
-  async usage(): Promise<Usage> {
-    const uploadBytes = await this.uploads.bytes();
-    return { blobBytes: this.blobs.bytes, uploadBytes, total: this.blobs.bytes + uploadBytes };
+  /** From the write ledger's running totals: no scan of the upload sessions. */
+  usage(): Usage {
+    const blobBytes = this.blobs.bytes;
+    const total = this.ledger.usage();
+    return { blobBytes, uploadBytes: total - blobBytes, total };
   }
 
   /** Cheap enough to call after every write: at most one usage check per second (a check asked for meanwhile
@@ -86,15 +90,15 @@ export class Evictor {
   }
 
   /** Bytes to free to get back to the low watermark, or 0 while usage is not above the high one. */
-  async excess(): Promise<number> {
+  excess(): number {
     const max = this.budget.maxBytes;
     if (max === undefined) return 0;
-    const { total } = await this.usage();
+    const { total } = this.usage();
     return total > max * this.budget.high ? total - Math.floor(max * this.budget.low) : 0;
   }
 
   async evictIfOver(reason: string): Promise<EvictionReport | undefined> {
-    const targetBytes = await this.excess();
+    const targetBytes = this.excess();
     return targetBytes > 0 ? this.run({ targetBytes, reason }) : undefined;
   }
 
@@ -102,11 +106,24 @@ export class Evictor {
   onDiskFull(): void {
     if (this.running) return;
     void (async () => {
-      const { total } = await this.usage();
+      const { total } = this.usage();
       const max = this.budget.maxBytes ?? total;
       const target = Math.max(total - Math.floor(max * this.budget.low), Math.ceil(total * 0.05));
       await this.run({ targetBytes: target, reason: 'disk full' });
     })().catch((err: unknown) => this.log.error({ err }, 'eviction after disk full failed'));
+  }
+
+  /** Removes the upload sessions past their age or idle limit (as of `now`). */
+  async expireUploads(now = Date.now()): Promise<number> {
+    return this.uploads.expire(this.ledger.expired(now));
+  }
+
+  /** Room for a write of `bytes` that does not fit the budget now: evicts down to the low watermark after it. */
+  async makeRoom(bytes: number): Promise<void> {
+    const max = this.budget.maxBytes;
+    if (max === undefined) return;
+    const targetBytes = this.usage().total + bytes - Math.floor(max * this.budget.low);
+    if (targetBytes > 0) await this.run({ targetBytes, reason: 'room for a write' });
   }
 
   /** One run at a time: a request while one is in progress waits for it, then runs its own. */
@@ -129,7 +146,7 @@ export class Evictor {
 
   private async execute(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
     const dryRun = opts.dryRun ?? false;
-    const uploads = dryRun ? 0 : await this.uploads.sweep();
+    const uploads = dryRun ? 0 : await this.expireUploads();
     const now = nowSeconds();
     const plan = planEviction(this.snapshot(now), opts.targetBytes, opts.filter);
     const report: EvictionReport = {

@@ -56,12 +56,28 @@ export interface EvictionPlan {
 
 const key = (repo: string, digest: string) => `${repo}\u0000${digest}`;
 
+/** The records and digests that dropping a manifest would release, computed without changing anything. */
+interface Release {
+  /** The manifest, then the same-repository children only it kept alive (depth first). */
+  manifests: ManifestInfo[];
+  /** Digests whose reference count would reach 0, in the order they would. */
+  digests: string[];
+  /** The reference and parent counts after the drop, for every key it touches. */
+  refs: Map<string, number>;
+  parents: Map<string, number>;
+}
+
 /**
  * Plans eviction in the order that costs least: unreferenced blobs past the grace window; then manifests no tag
  * points to any more (an overwritten `mode=max` cache) past the grace window; then whole cache references, least
  * recently used first. Every reference removal lists its tag, then the manifests only it kept alive, then the blobs
  * only those referenced — so a reader never finds a manifest whose blobs are gone. A blob referenced by a manifest
  * that stays is never planned.
+ *
+ * A reference is skipped (kept whole, and the next one tried) when a blob its removal would release is protected:
+ * a push in progress just probed it, so its bytes could not be freed now, and removing the tag alone would lose
+ * the cache while reclaiming almost nothing. A tag that shares its manifest with another tag releases no blob
+ * itself and goes as before; the bytes stay live under the other tag.
  */
 export function planEviction(s: CacheSnapshot, bytesToFree: number, filter: PlanFilter = {}): EvictionPlan {
   const steps: EvictionStep[] = [];
@@ -98,22 +114,43 @@ export function planEviction(s: CacheSnapshot, bytesToFree: number, filter: Plan
     bytes += b.size;
   };
 
-  /** Drops a manifest record, then (cascading) child records only it kept, then blobs nothing references now. */
-  const dropManifest = (m: ManifestInfo) => {
-    const k = key(m.repo, m.digest);
-    if (!records.has(k)) return;
-    records.delete(k);
-    steps.push({ kind: 'manifest', repo: m.repo, digest: m.digest, lastUsed: m.lastUsed });
-    const released = [m.digest, ...m.references];
-    for (const d of released) bump(d, -1);
-    for (const r of m.references) {
-      const ck = key(m.repo, r);
-      const child = records.get(ck);
-      if (!child) continue;
-      parents.set(ck, (parents.get(ck) ?? 1) - 1);
-      if ((parents.get(ck) ?? 0) <= 0 && (tagsOf.get(ck) ?? 0) === 0) dropManifest(child);
+  /** A dry walk of dropping `root`: its references lose one holder each; a same-repository child that loses its
+   *  last parent and has no tag goes too. Counts are read through the walk's own overlay. */
+  const release = (root: ManifestInfo): Release => {
+    const r: Release = { manifests: [], digests: [], refs: new Map(), parents: new Map() };
+    const visited = new Set<string>();
+    const unref = (d: string) => {
+      const left = (r.refs.get(d) ?? refs.get(d) ?? 0) - 1;
+      r.refs.set(d, left);
+      if (left === 0) r.digests.push(d);
+    };
+    const visit = (m: ManifestInfo) => {
+      visited.add(key(m.repo, m.digest));
+      r.manifests.push(m);
+      unref(m.digest);
+      for (const d of m.references) unref(d);
+      for (const c of m.references) {
+        const ck = key(m.repo, c);
+        const child = records.get(ck);
+        if (!child || visited.has(ck)) continue;
+        const left = (r.parents.get(ck) ?? parents.get(ck) ?? 1) - 1;
+        r.parents.set(ck, left);
+        if (left <= 0 && (tagsOf.get(ck) ?? 0) === 0) visit(child);
+      }
+    };
+    visit(root);
+    return r;
+  };
+
+  /** Plans a walk's drops: its manifests, in order, then the blobs nothing references any more. */
+  const commit = (r: Release) => {
+    for (const [d, n] of r.refs) refs.set(d, n);
+    for (const [k, n] of r.parents) parents.set(k, n);
+    for (const m of r.manifests) {
+      records.delete(key(m.repo, m.digest));
+      steps.push({ kind: 'manifest', repo: m.repo, digest: m.digest, lastUsed: m.lastUsed });
     }
-    for (const d of released) releaseBlob(d, 'released');
+    for (const d of r.digests) releaseBlob(d, 'released');
   };
 
   // 1. Blobs no manifest references, untouched for the grace window (abandoned pushes, dropped caches).
@@ -135,19 +172,22 @@ export function planEviction(s: CacheSnapshot, bytesToFree: number, filter: Plan
   untagged.sort((a, b) => a.lastUsed - b.lastUsed);
   for (const m of untagged) {
     if (garbageDone()) return { steps, bytes };
-    dropManifest(m);
+    if (records.has(key(m.repo, m.digest))) commit(release(m));
   }
 
-  // 3. Whole cache references, least recently used first.
+  // 3. Whole cache references, least recently used first; those whose bytes are pinned stay whole.
   const tags = s.tags.filter((t) => inScope(t.repo) && t.lastUsed < (filter.before ?? Infinity));
   tags.sort((a, b) => a.lastUsed - b.lastUsed);
   for (const t of tags) {
     if (done()) break;
     const k = key(t.repo, t.digest);
+    const m = records.get(k);
+    const last = m !== undefined && (tagsOf.get(k) ?? 0) === 1 && (parents.get(k) ?? 0) === 0;
+    const freed = last ? release(m) : undefined;
+    if (freed?.digests.some((d) => s.blobs.has(d) && s.isProtected(d))) continue;
     steps.push({ kind: 'tag', repo: t.repo, tag: t.tag, digest: t.digest, lastUsed: t.lastUsed });
     tagsOf.set(k, (tagsOf.get(k) ?? 1) - 1);
-    const m = records.get(k);
-    if (m && (tagsOf.get(k) ?? 0) === 0 && (parents.get(k) ?? 0) === 0) dropManifest(m);
+    if (freed) commit(freed);
   }
   return { steps, bytes };
 }

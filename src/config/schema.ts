@@ -12,7 +12,7 @@ const bytes = z.union([z.string(), z.number()]).transform((v, ctx) => {
 });
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const n = typeof v === 'string' ? parseDuration(v) : undefined;
+  const n = typeof v === 'string' ? parseDuration(v) : v === 0 ? 0 : undefined;
   if (n === undefined) {
     const bare = typeof v === 'number' || /^\s*\d+(\.\d+)?\s*$/.test(v);
     ctx.addIssue({
@@ -39,6 +39,9 @@ const budget = z.union([z.string(), z.number()]).transform((v, ctx) => {
 });
 
 const fraction = z.number().gt(0).lt(1);
+
+/** A socket timer: 0 turns it off; Node's timers cannot go past 2^31 − 1 ms (about 24 days). */
+const timeout = duration.refine((n) => n <= 2 ** 31 - 1, 'must be at most 24d (0 turns it off)');
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s/]+):\d{1,5}$/;
 const portInRange = (v: string) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535;
@@ -72,6 +75,11 @@ export const configSchema = z.strictObject({
       lowWatermark: fraction,
       pushGraceSeconds: z.number().int().min(0),
       uploadTtl: duration,
+      uploadIdleTimeout: duration,
+      maxUploadBytes: bytes,
+      uploadShare: z.number().gt(0).max(1),
+      maxUploadSessions: z.number().int().min(1),
+      maxUploadSessionsPerClient: z.number().int().min(0),
       deleteEnabled: z.boolean(),
     })
     .refine((s) => s.lowWatermark < s.highWatermark, {
@@ -82,6 +90,13 @@ export const configSchema = z.strictObject({
     maxManifestBytes: bytes,
     automaticCrossMount: z.boolean(),
   }),
+  http: z.strictObject({
+    headersTimeout: timeout,
+    idleTimeout: timeout,
+    keepAliveTimeout: timeout,
+    maxConnections: z.number().int().min(1),
+    maxBufferedManifestBytes: bytes,
+  }),
   admin: z.strictObject({
     listen: adminListen,
     token: z.string().refine((t) => t === '' || (t.length >= 16 && !/\s/.test(t)), 'must be empty or 16 or more characters without spaces'),
@@ -90,6 +105,9 @@ export const configSchema = z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
   }),
   shutdownTimeout: duration,
+}).refine((c) => c.http.maxBufferedManifestBytes >= c.registry.maxManifestBytes, {
+  message: 'must be at least registry.maxManifestBytes, or a manifest of the largest size could never be accepted',
+  path: ['http', 'maxBufferedManifestBytes'],
 });
 
 export type Config = z.output<typeof configSchema>;

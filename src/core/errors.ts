@@ -22,7 +22,10 @@ export type ErrorCode =
   | 'RANGE_INVALID'
   | 'UPLOAD_OUT_OF_ORDER'
   | 'MANIFEST_TOO_LARGE'
+  | 'UPLOAD_TOO_LARGE'
   | 'STORAGE_FULL'
+  /** The budget has no room that eviction could make (unlike STORAGE_FULL, the disk itself is not full). */
+  | 'NO_ROOM'
   /** A missing or malformed parameter of an admin call (the admin API is not OCI's and has no code of its own). */
   | 'PARAMETER_INVALID';
 

@@ -2,7 +2,8 @@ import express, { type RequestHandler } from 'express';
 import type { Registry } from '../registry/registry.js';
 import type { Logger } from '../observability/logger.js';
 import { OciError } from '../core/errors.js';
-import { errorHandler } from './oci-errors.js';
+import { errorHandler, notFound } from './oci-errors.js';
+import { MemoryBudget } from './body.js';
 import { requestLog } from './request-log.js';
 import { BASE_PATH, baseRoutes } from './routes/base.js';
 import { BLOB_PATH, blobRoutes } from './routes/blobs.js';
@@ -13,6 +14,8 @@ import { healthRoutes } from './routes/health.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
+  /** Manifest bodies this process holds in memory at once (http.maxBufferedManifestBytes). */
+  maxBufferedManifestBytes: number;
 }
 
 /**
@@ -49,11 +52,6 @@ const methodNotAllowed: RequestHandler = (req, res, next) => {
   next(new OciError('UNSUPPORTED', `${req.method} is not supported on this path`));
 };
 
-/** Any path no router serves (including /admin/…, which only the admin listener serves). */
-export const notFound: RequestHandler = (_req, res) => {
-  res.status(404).json({ errors: [{ code: 'NOT_FOUND', message: 'not found', detail: null }] });
-};
-
 export function createApp(registry: Registry, log: Logger, opts: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -70,7 +68,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use(listingRoutes(registry));
   app.use(uploadRoutes(registry));
   app.use(blobRoutes(registry));
-  app.use(manifestRoutes(registry, opts.maxManifestBytes));
+  app.use(manifestRoutes(registry, opts.maxManifestBytes, new MemoryBudget(opts.maxBufferedManifestBytes)));
   app.use(methodNotAllowed);
   app.use(notFound);
   app.use(errorHandler(log));

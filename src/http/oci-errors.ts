@@ -1,4 +1,5 @@
-import type { ErrorRequestHandler, Response } from 'express';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { OciError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -23,24 +24,43 @@ const STATUS: Record<ErrorCode, number> = {
   RANGE_INVALID: 416,
   UPLOAD_OUT_OF_ORDER: 416,
   MANIFEST_TOO_LARGE: 413,
+  UPLOAD_TOO_LARGE: 413,
   STORAGE_FULL: 507,
+  NO_ROOM: 507,
   PARAMETER_INVALID: 400,
 };
 
-/** Internal codes that are not in the OCI list are reported with the nearest OCI code clients understand. */
+/**
+ * Internal codes that are not in the OCI list are reported with the nearest code clients understand; a full disk
+ * goes out as distribution's `UNKNOWN`, the code of every 5xx.
+ */
 const WIRE_CODE: Partial<Record<ErrorCode, string>> = {
   UPLOAD_OUT_OF_ORDER: 'BLOB_UPLOAD_INVALID',
   MANIFEST_TOO_LARGE: 'SIZE_INVALID',
+  UPLOAD_TOO_LARGE: 'SIZE_INVALID',
   STORAGE_FULL: 'UNKNOWN',
+  NO_ROOM: 'UNKNOWN',
 };
+
+/** Seconds a client is told to wait after a 429 (a busy moment, not a quota). */
+const RETRY_AFTER_SECONDS = 1;
 
 export function statusOf(code: ErrorCode): number {
   return STATUS[code];
 }
 
+/** The code an error carries on the wire. */
+export function wireCode(code: ErrorCode): string {
+  return WIRE_CODE[code] ?? code;
+}
+
+function errorBody(code: string, message: string, detail: unknown = null): string {
+  return JSON.stringify({ errors: [{ code, message, detail }] });
+}
+
 export function sendError(res: Response, err: OciError): void {
   const status = STATUS[err.code];
-  const code = WIRE_CODE[err.code] ?? err.code;
+  const code = wireCode(err.code);
   // The log says what the client was told.
   res.locals.errorCode = code;
   if (res.headersSent) {
@@ -56,10 +76,104 @@ export function sendError(res: Response, err: OciError): void {
   if (err.code === 'RANGE_INVALID' && err.detail && typeof err.detail === 'object' && 'size' in err.detail) {
     res.set('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
   }
-  const body = JSON.stringify({ errors: [{ code, message: err.message, detail: err.detail ?? null }] });
+  if (err.code === 'TOOMANYREQUESTS') res.set('Retry-After', String(RETRY_AFTER_SECONDS));
+  const body = errorBody(code, err.message, err.detail);
   res.set('Content-Length', String(Buffer.byteLength(body)));
   res.end(body);
 }
+
+/**
+ * A request refused below the routes (framing, the HTTP parser, the connection cap): HTTP fixes the status, the
+ * body is an OCI error all the same, and the connection is closed because what follows on it cannot be trusted.
+ */
+export interface Refusal {
+  status: number;
+  code: string;
+  message: string;
+}
+
+/** What a framing check found wrong, by the header at fault. */
+export interface FramingProblem {
+  header: 'content-length' | 'transfer-encoding' | 'host';
+  message: string;
+}
+
+export function framingRefusal(p: FramingProblem): Refusal {
+  return { status: 400, code: p.header === 'content-length' ? 'SIZE_INVALID' : 'UNSUPPORTED', message: p.message };
+}
+
+export const EXPECTATION_REFUSAL: Refusal = { status: 417, code: 'UNSUPPORTED', message: 'only "Expect: 100-continue" is supported' };
+
+export const CONNECTION_REFUSAL: Refusal = {
+  status: STATUS.TOOMANYREQUESTS,
+  code: 'TOOMANYREQUESTS',
+  message: 'too many open connections; retry shortly',
+};
+
+/**
+ * An error of Node's HTTP parser (the `clientError` event) as a refusal; undefined for a failing socket (reset,
+ * broken pipe), which nobody is left to answer.
+ */
+export function parserRefusal(err: NodeJS.ErrnoException & { reason?: string }): Refusal | undefined {
+  const reason = typeof err.reason === 'string' ? err.reason : 'malformed request';
+  switch (err.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { status: 408, code: 'UNSUPPORTED', message: 'the request headers did not arrive in time' };
+    case 'HPE_HEADER_OVERFLOW':
+      return { status: 431, code: 'UNSUPPORTED', message: 'the request headers are too large' };
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return { status: 413, code: 'SIZE_INVALID', message: 'the chunk extensions are too large' };
+    case 'HPE_INVALID_CONTENT_LENGTH':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return framingRefusal({ header: 'content-length', message: reason });
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return framingRefusal({ header: 'transfer-encoding', message: reason });
+    default:
+      return err.code?.startsWith('HPE_') ? { status: 400, code: 'UNSUPPORTED', message: `malformed request: ${reason}` } : undefined;
+  }
+}
+
+function refusalHeaders(r: Refusal, body: string): Record<string, string> {
+  return {
+    'Content-Type': 'application/json',
+    'Content-Length': String(Buffer.byteLength(body)),
+    Connection: 'close',
+    ...(r.code === 'TOOMANYREQUESTS' ? { 'Retry-After': String(RETRY_AFTER_SECONDS) } : {}),
+  };
+}
+
+/** Sends a refusal through the request's own response (which then closes the connection). */
+export function sendRefusal(res: ServerResponse, r: Refusal): void {
+  const body = errorBody(r.code, r.message);
+  res.writeHead(r.status, refusalHeaders(r, body)).end(body);
+}
+
+/** A refusal as a complete HTTP/1.1 response, for a socket no response object is writing on. */
+export function refusalBytes(r: Refusal): Buffer {
+  const body = errorBody(r.code, r.message);
+  const headers = refusalHeaders(r, body);
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return Buffer.from(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\n${lines}\r\n${body}`, 'latin1');
+}
+
+/** Which resource a path under /v2/ that no route serves was after, for a 404 with a code clients act on. */
+function unknownCode(path: string): ErrorCode | undefined {
+  if (!path.startsWith('/v2/')) return undefined;
+  if (/\/blobs\/uploads(\/|$)/.test(path)) return 'BLOB_UPLOAD_UNKNOWN';
+  if (/\/manifests(\/|$)/.test(path)) return 'MANIFEST_UNKNOWN';
+  if (/\/blobs(\/|$)/.test(path)) return 'BLOB_UNKNOWN';
+  if (/\/(tags|referrers)(\/|$)/.test(path)) return 'NAME_UNKNOWN';
+  return undefined;
+}
+
+/** The fallback: a path no route serves is a 404 with the code its shape implies, or UNSUPPORTED. */
+export const notFound: RequestHandler = (req, res, next) => {
+  const code = unknownCode(req.path);
+  if (code) return next(new OciError(code, 'no such resource'));
+  res.locals.errorCode = 'UNSUPPORTED';
+  const body = errorBody('UNSUPPORTED', 'no such endpoint');
+  res.status(404).set({ 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }).end(body);
+};
 
 /** Express error middleware: OCI errors as such, anything else as a logged 500 that reveals nothing internal. */
 export function errorHandler(log: Logger): ErrorRequestHandler {
@@ -68,7 +182,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     const status = typeof err === 'object' && err !== null && 'status' in err ? Number(err.status) : 500;
     if (status >= 400 && status < 500 && !res.headersSent) {
       // A client error raised by express or Node itself (malformed request): keep its status.
-      res.status(status).json({ errors: [{ code: 'UNSUPPORTED', message: 'malformed request', detail: null }] });
+      res.status(status).set('Content-Type', 'application/json').end(errorBody('UNSUPPORTED', 'malformed request'));
       return;
     }
     log.error({ err, method: req.method, url: req.originalUrl.slice(0, 300) }, 'request failed');
@@ -76,6 +190,6 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       res.destroy();
       return;
     }
-    res.status(500).json({ errors: [{ code: 'UNKNOWN', message: 'internal error', detail: null }] });
+    res.status(500).set('Content-Type', 'application/json').end(errorBody('UNKNOWN', 'internal error'));
   };
 }

@@ -1,9 +1,10 @@
-import { createServer, type Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { Registry } from '../registry/registry.js';
 import { createApp } from './app.js';
+import { createHttpServer } from './http-server.js';
 
 export class ListenError extends Error {}
 
@@ -35,9 +36,11 @@ export function listen(server: Server, host: string, port: number): Promise<Addr
 
 /** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
 export async function serveHttp(config: Config, registry: Registry, log: Logger): Promise<HttpServer> {
-  const app = createApp(registry, log, { maxManifestBytes: config.registry.maxManifestBytes });
-  // No request timeout: a multi-GiB layer upload from a slow CI runner may legitimately take many minutes.
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app);
+  const app = createApp(registry, log, {
+    maxManifestBytes: config.registry.maxManifestBytes,
+    maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
+  });
+  const server = createHttpServer(app, config.http, { processes: config.workers, log });
   const { host, port } = splitListen(config.listen);
   const addr = await listen(server, host, port);
   const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -47,7 +50,9 @@ export async function serveHttp(config: Config, registry: Registry, log: Logger)
       const force = setTimeout(() => server.closeAllConnections(), config.shutdownTimeout).unref();
       // Keep-alive connections busy now go idle later: close each as soon as it does, not at the timeout.
       const sweep = setInterval(() => server.closeIdleConnections(), 100);
-      server.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
+      const closeAfter = (_req: IncomingMessage, res: ServerResponse) => res.setHeader('Connection', 'close');
+      server.prependListener('request', closeAfter);
+      server.prependListener('checkContinue', closeAfter);
       const closed = new Promise<void>((done) => server.close(() => done()));
       server.closeIdleConnections();
       await closed;

@@ -1,4 +1,6 @@
 import type { StoreEvent } from '../storage/events.js';
+import type { LedgerRequest } from '../storage/write-gate.js';
+import type { ErrorCode } from '../core/errors.js';
 
 /**
  * What the primary and worker processes tell each other over the cluster IPC channel.
@@ -17,7 +19,9 @@ export type UsageSignal =
 export type AdminOp =
   | { op: 'reserve'; digests: string[] }
   /** A change this worker committed: answered once every process applied it. */
-  | { op: 'publish'; event: StoreEvent };
+  | { op: 'publish'; event: StoreEvent }
+  /** A write-gate question (session lock, caps, room in the budget), answered from the primary's ledger. */
+  | { op: 'ledger'; req: LedgerRequest };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
@@ -32,7 +36,8 @@ export type PrimaryMessage =
   /** Apply, then answer `applied` with the same ack number. */
   | { kind: 'store'; event: StoreEvent; ack: number }
   | { kind: 'reply'; id: number; ok: true; value: unknown }
-  | { kind: 'reply'; id: number; ok: false; message: string }
+  /** `code` and `detail` when the failure is an OciError, so the worker answers the client as the owner would. */
+  | { kind: 'reply'; id: number; ok: false; message: string; code?: ErrorCode; detail?: unknown }
   | { kind: 'shutdown' };
 
 export const isMessage = (m: unknown): m is { kind: string } =>

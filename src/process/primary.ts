@@ -10,6 +10,7 @@ import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 import { announce, lockDataDir, type Running } from './single.js';
 import type { CacheHooks } from '../registry/registry.js';
+import { OciError } from '../core/errors.js';
 
 /** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
 function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
@@ -115,6 +116,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     live.add(w);
     // Reservations this worker holds, released if it dies holding them.
     const held = new Map<number, () => void>();
+    const holder = `worker ${w.id}`;
     w.on('message', (m: unknown) => {
       if (!isMessage(m)) return;
       const msg = m as WorkerMessage;
@@ -128,6 +130,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         if (call.op === 'publish') {
           store.blobs.apply(call.event);
           answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
+        } else if (call.op === 'ledger') {
+          answer = store.ledger.handle(call.req, holder);
         } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -136,7 +140,14 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         }
         answer.then(
           (value) => post(w, { kind: 'reply', id: msg.id, ok: true, value }),
-          (err: unknown) => post(w, { kind: 'reply', id: msg.id, ok: false, message: (err as Error).message }),
+          (err: unknown) =>
+            post(w, {
+              kind: 'reply',
+              id: msg.id,
+              ok: false,
+              message: (err as Error).message,
+              ...(err instanceof OciError ? { code: err.code, detail: err.detail } : {}),
+            }),
         );
       } else if (msg.kind === 'release') {
         held.get(msg.id)?.();
@@ -152,6 +163,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       for (const ack of [...awaiting.keys()]) applied(ack, w, false);
       for (const release of held.values()) release();
       held.clear();
+      // Its file handles closed with it: the sessions it was writing to are free again, at their size on disk.
+      for (const id of store.ledger.releaseHolder(holder)) void store.uploads.sizeOf(id).then((size) => store.ledger.resize(id, size));
       const pid = w.process.pid;
       if (pid !== undefined) void store.blobs.removeLeftovers(pid);
       if (stopping) return;

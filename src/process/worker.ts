@@ -6,6 +6,8 @@ import type { StoreEvent, Verdict } from '../storage/events.js';
 import { nowSeconds } from '../cache/clock.js';
 import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
+import { LedgerGate } from '../storage/write-gate.js';
+import { OciError } from '../core/errors.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -19,7 +21,7 @@ class PrimaryChannel {
     const p = this.pending.get(m.id);
     this.pending.delete(m.id);
     if (m.ok) p?.ok(m.value);
-    else p?.fail(new Error(m.message));
+    else p?.fail(m.code ? new OciError(m.code, m.message, m.detail) : new Error(m.message));
   }
 
   call<T>(call: AdminOp): Promise<{ id: number; value: T }> {
@@ -116,7 +118,8 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   process.on('SIGTERM', () => {}); // the primary decides when a worker stops
   process.on('SIGINT', () => {});
 
-  const { registry, blobs, repos } = await openWorkerStores(config, hooks);
+  const gate = new LedgerGate(async (req) => (await channel.call<number | undefined>({ op: 'ledger', req })).value);
+  const { registry, blobs, repos } = await openWorkerStores(config, hooks, gate);
   const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
   blobs.subscribe(publish);
   repos.subscribe(publish);

@@ -121,8 +121,9 @@ export class Registry {
     return true;
   }
 
-  startUpload(name: string): Promise<UploadSession> {
-    return this.uploads.create(name);
+  /** `client` is the caller's address: sessions are capped per client. */
+  startUpload(name: string, client: string): Promise<UploadSession> {
+    return this.writing(undefined, this.uploads.create(name, client));
   }
 
   upload(name: string, id: string): Promise<UploadSession> {

@@ -8,6 +8,7 @@ import { fsyncDir, moveIfExists, storageError, unlinkIfExists, writeFileAtomic, 
 import type { DigestTable } from './digest-table.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
+import type { WriteGate } from './write-gate.js';
 
 /** How long another process's removal may hold back a commit of the same digest here, at most. */
 const REMOTE_REMOVAL_LIMIT_MS = 30_000;
@@ -32,11 +33,16 @@ export class BlobStore {
   private readonly deleting = new Map<string, Promise<unknown>>();
   /** Ends another process's removal here (its unlink is done, or it kept the blob). */
   private readonly remoteRemovals = new Map<string, () => void>();
+  /** Blobs another process committed again while this one was removing them: the removal must not unlink them. */
+  private readonly recommitted = new Set<string>();
+  /** Counts removals begun, so that a disk lookup that raced one does not cache what it saw before it. */
+  private removals = 0;
   private listener: StoreListener | undefined;
 
   constructor(
     private readonly layout: Layout,
     private readonly table: DigestTable,
+    private readonly gate: WriteGate,
   ) {}
 
   /** Receives every change this process commits (to tell other processes). */
@@ -48,8 +54,11 @@ export class BlobStore {
   apply(e: StoreEvent): void {
     if (e.type === 'blob-added') {
       this.table.setSize(e.digest, e.size);
+      // A commit elsewhere that landed before that process heard of this one's removal: its file is the new one.
+      if (this.deleting.has(e.digest) && !this.remoteRemovals.has(e.digest)) this.recommitted.add(e.digest);
       this.endRemoteRemoval(e.digest);
     } else if (e.type === 'blob-removed') {
+      this.removals++;
       this.table.deleteBlob(e.digest);
       if (this.deleting.has(e.digest)) return;
       // Until the remover says the file is gone. Bounded, should that word never come (the remover died).
@@ -165,14 +174,20 @@ export class BlobStore {
   async locate(d: Digest): Promise<number | undefined> {
     const known = this.table.size(d.value);
     if (known !== undefined) return known;
-    if (this.deleting.has(d.value)) return undefined;
-    try {
-      const st = await stat(this.layout.blobPath(d));
-      this.table.setSize(d.value, st.size);
-      return st.size;
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return undefined;
-      throw e;
+    for (;;) {
+      if (this.deleting.has(d.value)) return undefined;
+      const epoch = this.removals;
+      let size: number;
+      try {
+        size = (await stat(this.layout.blobPath(d))).size;
+      } catch (e) {
+        if (errnoCode(e) === 'ENOENT') return undefined;
+        throw e;
+      }
+      // A removal began while the stat was out: what it saw may be gone now, so look again.
+      if (this.removals !== epoch) continue;
+      this.table.setSize(d.value, size);
+      return size;
     }
   }
 
@@ -241,34 +256,52 @@ export class BlobStore {
 
   /**
    * Streams `source` into a new blob, hashing in the same pass, and commits it only if it hashes to `expected`
-   * (and has `expectedSize` bytes, when given). Nothing is left behind on mismatch or error.
+   * (and has `expectedSize` bytes, when given). Its bytes are reserved against the budget before they are
+   * written (all at once when the size is declared, slab by slab as a chunked body grows). Nothing is left behind
+   * on mismatch, refusal or error.
    */
   async write(source: Readable, expected: Digest, expectedSize?: number): Promise<number> {
     let size = 0;
-    const tmp = await this.writeTemp(async (fh) => {
-      const hash = newHash(expected.algorithm);
-      size = await writeStream(source, fh, (c) => hash.update(c));
-      if ((await fh.stat()).size !== size) throw new Error(`wrote ${size} bytes but the file holds a different size`);
-      if (expectedSize !== undefined && size !== expectedSize) {
-        throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
-      }
-      const actual = digestFromHash(hash, expected.algorithm);
-      if (actual.value !== expected.value) {
-        throw new OciError('DIGEST_INVALID', `content hashes to ${actual.value}, not ${expected.value}`, {
-          expected: expected.value,
-          actual: actual.value,
-        });
-      }
-    });
-    await this.commit(tmp, expected, size);
-    return size;
+    let lease;
+    try {
+      lease = await this.gate.reserve(expectedSize ?? 0);
+    } catch (e) {
+      source.resume(); // read and drop the body, so the refusal can be answered on this connection
+      throw e;
+    }
+    try {
+      const tmp = await this.writeTemp(async (fh) => {
+        const hash = newHash(expected.algorithm);
+        size = await writeStream(source, fh, (c) => hash.update(c), lease.ensure);
+        if ((await fh.stat()).size !== size) throw new Error(`wrote ${size} bytes but the file holds a different size`);
+        if (expectedSize !== undefined && size !== expectedSize) {
+          throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
+        }
+        const actual = digestFromHash(hash, expected.algorithm);
+        if (actual.value !== expected.value) {
+          throw new OciError('DIGEST_INVALID', `content hashes to ${actual.value}, not ${expected.value}`, {
+            expected: expected.value,
+            actual: actual.value,
+          });
+        }
+      });
+      await this.commit(tmp, expected, size);
+      return size;
+    } finally {
+      await lease.release();
+    }
   }
 
   /** Stores small in-memory content (a manifest) whose digest the caller computed from these exact bytes. */
   async writeBuffer(data: Uint8Array, d: Digest): Promise<void> {
     if (this.has(d.value)) return;
-    const tmp = await this.writeTemp((fh) => fh.writeFile(data));
-    await this.commit(tmp, d, data.byteLength);
+    const lease = await this.gate.reserve(data.byteLength);
+    try {
+      const tmp = await this.writeTemp((fh) => fh.writeFile(data));
+      await this.commit(tmp, d, data.byteLength);
+    } finally {
+      await lease.release();
+    }
   }
 
   /** Fills a new temp file and fsyncs it; the file is removed if filling fails. */
@@ -299,16 +332,21 @@ export class BlobStore {
   async delete(d: Digest, opts: { eviction?: boolean; moveTo?: string } = {}): Promise<boolean> {
     const size = this.table.size(d.value);
     const used = this.table.used(d.value);
+    this.removals++;
     this.table.deleteBlob(d.value);
+    // In `deleting` before anyone hears of the removal, so that a commit reported meanwhile is recognised.
+    let settled!: () => void;
+    this.deleting.set(d.value, new Promise<void>((done) => (settled = done)));
     const removal = (async () => {
       const verdict = await this.listener?.({ type: 'blob-removed', digest: d.value, eviction: opts.eviction });
-      if (verdict === 'kept') {
-        if (size === undefined) {
+      if (verdict === 'kept' || this.recommitted.delete(d.value)) {
+        const kept = this.table.size(d.value) ?? size;
+        if (kept === undefined) {
           await this.listener?.({ type: 'blob-unlinked', digest: d.value });
         } else {
-          this.table.setSize(d.value, size);
+          this.table.setSize(d.value, kept);
           this.table.setUsed(d.value, used);
-          await this.listener?.({ type: 'blob-added', digest: d.value, size });
+          await this.listener?.({ type: 'blob-added', digest: d.value, size: kept });
         }
         return false;
       }
@@ -317,11 +355,12 @@ export class BlobStore {
       await this.listener?.({ type: 'blob-unlinked', digest: d.value });
       return removed;
     })();
-    this.deleting.set(d.value, removal.catch(() => undefined));
     try {
       return await removal;
     } finally {
       this.deleting.delete(d.value);
+      this.recommitted.delete(d.value);
+      settled();
     }
   }
 

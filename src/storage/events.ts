@@ -3,7 +3,8 @@ import type { ManifestRecordData } from './repository-store.js';
 /**
  * A committed change to a store's index. With several worker processes on one data directory each process keeps
  * its own in-memory index; every change one of them commits to disk is sent to the others as one of these, and
- * applied there to memory only (the disk already holds it).
+ * applied there to memory only (the disk already holds it): blob events as they say, repository events by
+ * re-reading the tag or record file they name (see RepositoryStore.apply).
  */
 export type StoreEvent =
   | { type: 'blob-added'; digest: string; size: number }

@@ -92,12 +92,18 @@ const SYNC_EVERY = 32 * 1024 * 1024;
 
 /**
  * Copies a byte stream to a file handle at its append position, calling `onChunk` (the hasher) on every chunk in
- * the same pass. Writes are batched with writev while the network keeps reading; reading pauses once 4 MiB wait
+ * the same pass, and `admit` (when given) with the running total before each batch is written; a rejection stops the
+ * write with that error. Writes are batched with writev while the network keeps reading; reading pauses once 4 MiB wait
  * for the disk, so memory stays bounded whatever the blob size. Resolves with the bytes written once all are
  * written; on a source or write error it rejects only after any in-flight write finished (so the caller may
  * truncate), and lets the source drain so that an error response can still be sent on the same connection.
  */
-export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: Buffer) => void): Promise<number> {
+export function writeStream(
+  source: Readable,
+  fh: FileHandle,
+  onChunk: (chunk: Buffer) => void,
+  admit?: (total: number) => Promise<void>,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     let queue: Buffer[] = [];
     let queued = 0;
@@ -106,6 +112,7 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
     let ended = false;
     let settled = false;
     let unsynced = 0;
+    let written = 0;
     let syncing: Promise<void> = Promise.resolve();
 
     const settle = (err?: unknown): void => {
@@ -127,9 +134,13 @@ export function writeStream(source: Readable, fh: FileHandle, onChunk: (chunk: B
       try {
         while (queue.length > 0 && !settled) {
           const batch = queue;
+          const size = queued;
           queue = [];
           queued = 0;
+          // Room for these bytes is granted before they touch the disk, so a write never passes the budget.
+          if (admit) await admit(written + size);
           unsynced += await writevAll(fh, batch);
+          written += size;
           if (unsynced >= SYNC_EVERY) {
             // Start writeback of what is written so far while the network keeps coming, so the fsync at commit
             // finds little left to do: the push then costs max(network, disk) rather than their sum.

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { OciError } from '../core/errors.js';
+import { OciError, errnoCode } from '../core/errors.js';
 import { parseDigest, tryParseDigest } from '../core/digest.js';
 import { DirSyncs, syncDir, unlinkIfExists, writeFileAtomic } from './fs-util.js';
 import type { Layout } from './layout.js';
@@ -40,6 +40,7 @@ interface Repository {
  */
 export class RepositoryStore {
   private readonly repos = new Map<string, Repository>();
+  private readonly refreshes = new Refreshes();
   private listener: StoreListener | undefined;
 
   /** `table` keeps, for each digest, how many manifest records (in any repository) hold it: as their own bytes or
@@ -54,33 +55,77 @@ export class RepositoryStore {
     this.listener = listener;
   }
 
-  /** Applies a change another process committed: to memory (tags are re-read from their file). */
+  /**
+   * Applies a change another process committed, by re-reading the files it names: that process changed the disk
+   * before it sent the event, so whatever order events arrive in, the last refresh of a file reads its final state.
+   */
   async apply(e: StoreEvent): Promise<void> {
     if (e.type === 'manifest-put') {
-      const repo = this.repo(e.repo, true);
-      if (!repo.manifests.has(e.record.digest)) this.addRecord(repo, toRecord(e.record));
+      await this.refreshManifest(e.repo, e.record.digest, e.record);
       if (e.tag !== undefined) await this.refreshTag(e.repo, e.tag);
     } else if (e.type === 'tag-deleted') {
       await this.refreshTag(e.repo, e.tag);
     } else if (e.type === 'manifest-deleted') {
-      this.dropRecord(e.repo, e.digest);
+      await this.refreshManifest(e.repo, e.digest);
     }
   }
 
   /**
-   * Re-reads one tag file. Two processes writing one tag race on disk, where the last rename wins; reading the
-   * file after each change event makes every process agree with the disk, whatever order the events came in.
+   * Sets a tag in memory from its file: to its target when that manifest is recorded, else absent. Another
+   * process writing the tag races on disk, where the last rename wins; reading the file after each change keeps
+   * this process in agreement with the disk.
    */
-  private async refreshTag(name: string, tag: string): Promise<void> {
-    const target = await this.readTag(name, tag);
-    const repo = this.repo(name, true);
-    if (target && repo.manifests.has(target)) repo.tags.set(tag, target);
-    else repo.tags.delete(tag);
+  private refreshTag(name: string, tag: string): Promise<void> {
+    return this.refreshes.run(`t\u0000${name}\u0000${tag}`, async () => {
+      const target = await this.readTag(name, tag);
+      if (target === undefined) return;
+      if (target && !this.manifest(name, target)) await this.refreshManifest(name, target);
+      if (target && this.manifest(name, target)) this.repo(name, true).tags.set(tag, target);
+      else this.repo(name)?.tags.delete(tag);
+    });
   }
 
-  /** A tag file's target digest; '' when there is no such tag. */
-  private async readTag(name: string, tag: string): Promise<string> {
-    return (await readFile(this.layout.tag(name, tag), 'utf8').catch(() => '')).trim();
+  /**
+   * Sets a manifest record in memory from its file: recorded when the file exists, else dropped (with the tags
+   * pointing to it). `written` is the record the caller knows was written, used when the file cannot be read
+   * (no descriptor left, I/O error): counting its references then errs towards keeping blobs.
+   */
+  private refreshManifest(name: string, digest: string, written?: ManifestRecordData): Promise<void> {
+    return this.refreshes.run(`m\u0000${name}\u0000${digest}`, async () => {
+      const read = await this.readRecord(name, digest);
+      const data = read === undefined ? written : read;
+      if (data === undefined) return;
+      if (data === null) this.dropRecord(name, digest);
+      else if (!this.manifest(name, digest)) this.addRecord(this.repo(name, true), toRecord(data));
+    });
+  }
+
+  /** A tag file's target digest; '' when there is no such tag, undefined when the file cannot be read. */
+  private async readTag(name: string, tag: string): Promise<string | undefined> {
+    try {
+      return (await readFile(this.layout.tag(name, tag), 'utf8')).trim();
+    } catch (e) {
+      return errnoCode(e) === 'ENOENT' ? '' : undefined;
+    }
+  }
+
+  /** A manifest record file; null when there is none (or it is not this digest's), undefined when it cannot be
+   *  read. */
+  private async readRecord(name: string, digest: string): Promise<ManifestRecordData | null | undefined> {
+    const parsed = tryParseDigest(digest);
+    if (!parsed) return null;
+    let text: string;
+    try {
+      text = await readFile(this.layout.manifestMeta(name, parsed), 'utf8');
+    } catch (e) {
+      return errnoCode(e) === 'ENOENT' ? null : undefined;
+    }
+    try {
+      const data = JSON.parse(text) as ManifestRecordData;
+      return data.digest === digest ? data : null;
+    } catch {
+      return null; // written atomically, so an unreadable record is foreign (as at start-up)
+    }
   }
 
   private dropRecord(name: string, digest: string): void {
@@ -217,27 +262,16 @@ export class RepositoryStore {
   async lookupTag(name: string, tag: string): Promise<string | undefined> {
     const known = this.resolveTag(name, tag);
     if (known !== undefined) return known;
-    const target = await this.readTag(name, tag);
-    if (!target || !(await this.lookupManifest(name, target))) return undefined;
-    this.repo(name, true).tags.set(tag, target);
-    return target;
+    await this.refreshTag(name, tag);
+    return this.resolveTag(name, tag);
   }
 
   /** A manifest record from memory or, on a miss, from its file (see lookupTag). */
   async lookupManifest(name: string, digest: string): Promise<ManifestRecord | undefined> {
     const known = this.manifest(name, digest);
     if (known) return known;
-    const parsed = tryParseDigest(digest);
-    if (!parsed) return undefined;
-    try {
-      const data = JSON.parse(await readFile(this.layout.manifestMeta(name, parsed), 'utf8')) as ManifestRecordData;
-      if (data.digest !== digest) return undefined;
-      const repo = this.repo(name, true);
-      if (!repo.manifests.has(digest)) this.addRecord(repo, toRecord(data));
-      return repo.manifests.get(digest);
-    } catch {
-      return undefined;
-    }
+    await this.refreshManifest(name, digest);
+    return this.manifest(name, digest);
   }
 
   manifests(name: string): ManifestRecord[] {
@@ -249,28 +283,32 @@ export class RepositoryStore {
     for (const [name, r] of this.repos) for (const m of r.manifests.values()) yield [name, m];
   }
 
-  /** Records a manifest (whose bytes are already committed) and optionally points a tag at it. */
+  /**
+   * Records a manifest (whose bytes are already committed) and optionally points a tag at it. Like every change
+   * here: the file first, then this process's memory re-read from it, then the event that has the others do the
+   * same — so a process never learns of a change the disk does not hold yet.
+   */
   async putManifest(name: string, rec: ManifestRecord, tag?: string): Promise<void> {
-    const repo = this.repo(name, true);
-    if (!repo.manifests.has(rec.digest)) {
-      await writeFileAtomic(this.layout.manifestMeta(name, parseDigest(rec.digest)), JSON.stringify(rec), this.layout.tmp);
-      this.addRecord(repo, rec);
+    const data: ManifestRecordData = { ...rec, references: rec.references.toJSON() };
+    if (!this.manifest(name, rec.digest)) {
+      await writeFileAtomic(this.layout.manifestMeta(name, parseDigest(rec.digest)), JSON.stringify(data), this.layout.tmp);
+      await this.refreshManifest(name, rec.digest, data);
     }
-    if (tag !== undefined && repo.tags.get(tag) !== rec.digest) {
+    if (tag !== undefined && this.resolveTag(name, tag) !== rec.digest) {
       // Last writer wins: the rename replaces whatever the tag pointed to.
       await writeFileAtomic(this.layout.tag(name, tag), rec.digest, this.layout.tmp);
-      repo.tags.set(tag, rec.digest);
+      await this.refreshTag(name, tag);
     }
-    await this.listener?.({ type: 'manifest-put', repo: name, record: { ...rec, references: rec.references.toJSON() }, tag });
+    await this.listener?.({ type: 'manifest-put', repo: name, record: data, tag });
   }
 
   async deleteTag(name: string, tag: string, batch?: DirSyncs): Promise<void> {
-    const repo = this.repo(name);
-    if (!repo?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
-    repo.tags.delete(tag);
+    if (!this.repo(name)?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
+    const path = this.layout.tag(name, tag);
+    await unlinkIfExists(path);
+    await syncDir(dirname(path), batch);
+    await this.refreshTag(name, tag);
     await this.listener?.({ type: 'tag-deleted', repo: name, tag });
-    await unlinkIfExists(this.layout.tag(name, tag));
-    await syncDir(join(this.layout.repository(name), '_tags'), batch);
   }
 
   /** Removes a manifest from a repository together with every tag pointing at it (tags first). */
@@ -278,11 +316,38 @@ export class RepositoryStore {
     const repo = this.repo(name);
     if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
     for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag, batch);
-    this.dropRecord(name, digest);
-    await this.listener?.({ type: 'manifest-deleted', repo: name, digest });
     const path = this.layout.manifestMeta(name, parseDigest(digest));
     await unlinkIfExists(path);
     await syncDir(dirname(path), batch);
+    await this.refreshManifest(name, digest);
+    await this.listener?.({ type: 'manifest-deleted', repo: name, digest });
     // An emptied repository keeps its (empty) entry: its tag list still answers 200 with no tags.
+  }
+}
+
+/**
+ * Refreshes of memory from disk, one at a time per key (a file). Two reads of one file can complete out of order,
+ * and the older one must not have the last word: in sequence, the last refresh to run read the disk after every
+ * change it was asked for. A refresh asked for while another waits to start joins it — it too reads after now.
+ */
+class Refreshes {
+  private readonly keys = new Map<string, { tail: Promise<void>; waiting?: Promise<void> }>();
+
+  run(key: string, task: () => Promise<void>): Promise<void> {
+    const state = this.keys.get(key) ?? { tail: Promise.resolve() };
+    if (state.waiting) return state.waiting;
+    const start = () => {
+      state.waiting = undefined;
+      return task();
+    };
+    const next = state.tail.then(start, start);
+    state.waiting = next;
+    state.tail = next;
+    this.keys.set(key, state);
+    const done = () => {
+      if (state.tail === next) this.keys.delete(key);
+    };
+    next.then(done, done);
+    return next;
   }
 }

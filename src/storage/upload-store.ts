@@ -1,11 +1,13 @@
 import { mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, type Digest, type DigestAlgorithm } from '../core/digest.js';
 import { storageError, writeStream } from './fs-util.js';
 import type { Layout } from './layout.js';
 import type { BlobStore } from './blob-store.js';
+import type { WriteGate } from './write-gate.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -30,20 +32,32 @@ interface HashState {
   offset: number;
 }
 
+/** A session found on disk at start-up. */
+export interface FoundSession {
+  id: string;
+  client: string;
+  startedAt: number;
+  lastActive: number;
+  bytes: number;
+}
+
 /**
  * Resumable upload sessions, each a folder with `meta.json` and a `data` file that chunks are appended to.
- * Sessions live on disk, so they survive a restart (or land on another worker); the running sha256 is kept in
- * memory as an optimisation and rebuilt from the file when it is missing or stale. A failed chunk is cut back
- * off the file, so a session only ever holds whole chunks.
+ * Sessions live on disk, so they survive a restart (or land on another worker). Who may write to a session is
+ * decided by the daemon's one write gate, for every process at once: a request appends or completes only while it
+ * holds the session's lease, which ends only after its file handle is closed, so a completed session's file — moved
+ * into the blob store by rename — has no other writer left. The running sha256 is kept in memory as an
+ * optimisation and rebuilt from the file when it is missing or stale (another process wrote since). A failed chunk
+ * is cut back off the file, so a session only ever holds whole chunks.
  */
 export class UploadStore {
-  private readonly hashes = new Map<string, HashState>();
-  private readonly busy = new Set<string>();
+  /** Bounded: sessions completed by another process leave their entry here. */
+  private readonly hashes = new LRUCache<string, HashState>({ max: 1024 });
 
   constructor(
     private readonly layout: Layout,
     private readonly blobs: BlobStore,
-    private readonly ttlMs: number,
+    private readonly gate: WriteGate,
   ) {}
 
   async open(): Promise<void> {
@@ -54,13 +68,21 @@ export class UploadStore {
     return `${this.layout.uploadDir(id)}/data`;
   }
 
-  async create(repository: string): Promise<UploadSession> {
+  /** Starts a session for `client` (its address, for the per-client cap); refused past the caps, nothing written. */
+  async create(repository: string, client: string): Promise<UploadSession> {
     const id = randomUUID();
+    await this.gate.openSession(id, client);
     const dir = this.layout.uploadDir(id);
-    await mkdir(dir);
     const startedAt = Date.now();
-    await writeFile(`${dir}/data`, '');
-    await writeFile(`${dir}/meta.json`, JSON.stringify({ repository, startedAt }));
+    try {
+      await mkdir(dir);
+      await writeFile(`${dir}/data`, '');
+      await writeFile(`${dir}/meta.json`, JSON.stringify({ repository, startedAt, client }));
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      await this.gate.closeSession(id);
+      throw storageError(e);
+    }
     this.hashes.set(id, { hash: newHash(), offset: 0 });
     return { id, repository, offset: 0, startedAt };
   }
@@ -84,10 +106,10 @@ export class UploadStore {
 
   /** Appends one chunk, streamed and hashed in one pass. Returns the new offset. */
   async append(session: UploadSession, body: Readable, opts: ChunkOptions = {}): Promise<number> {
-    return this.exclusive(session.id, () => this.appendLocked(session, body, opts));
+    return this.exclusive(session.id, body, opts, (admit) => this.appendLocked(session, body, opts, admit));
   }
 
-  private async appendLocked(session: UploadSession, body: Readable, opts: ChunkOptions): Promise<number> {
+  private async appendLocked(session: UploadSession, body: Readable, opts: ChunkOptions, admit: Admit): Promise<number> {
     const path = this.dataPath(session.id);
     const offset = (await stat(path)).size;
     if (opts.start !== undefined && opts.start !== offset) {
@@ -99,7 +121,7 @@ export class UploadStore {
     const before = state.hash.copy();
     const fh = await open(path, 'a');
     try {
-      const n = await writeStream(body, fh, (c) => state.hash.update(c));
+      const n = await writeStream(body, fh, (c) => state.hash.update(c), admit);
       if (opts.length !== undefined && n !== opts.length) {
         throw new OciError('SIZE_INVALID', `chunk has ${n} bytes, ${opts.length} were declared`);
       }
@@ -120,11 +142,9 @@ export class UploadStore {
    * dropped and nothing is stored.
    */
   async finish(session: UploadSession, expected: Digest, lastChunk?: Readable, opts: ChunkOptions = {}): Promise<number> {
-    return this.exclusive(session.id, async () => {
-      const offset = lastChunk ? await this.appendLocked(session, lastChunk, opts) : (await stat(this.dataPath(session.id))).size;
-      if ((await stat(this.dataPath(session.id))).size !== offset) {
-        throw new OciError('BLOB_UPLOAD_INVALID', 'the upload changed while it was being completed; retry the upload');
-      }
+    return this.exclusive(session.id, lastChunk, opts, async (admit) => {
+      const path = this.dataPath(session.id);
+      const offset = lastChunk ? await this.appendLocked(session, lastChunk, opts, admit) : (await stat(path)).size;
       const actual = await this.digest(session.id, offset, expected.algorithm);
       if (actual.value !== expected.value) {
         await this.remove(session.id);
@@ -133,25 +153,28 @@ export class UploadStore {
           actual: actual.value,
         });
       }
-      const fh = await open(this.dataPath(session.id), 'r+');
+      const fh = await open(path, 'r+');
       try {
         await fh.sync();
       } finally {
         await fh.close();
       }
-      await this.blobs.commit(this.dataPath(session.id), expected, offset);
+      await this.blobs.commit(path, expected, offset);
       await this.remove(session.id);
       return offset;
     });
   }
 
+  /** Cancels a session; refused while a request is writing to it (that request still has its file open). */
   async cancel(session: UploadSession): Promise<void> {
-    await this.remove(session.id);
+    await this.exclusive(session.id, undefined, {}, () => this.remove(session.id));
   }
 
+  /** Removes a session's folder, then its entry with the gate (which ends the caller's lease, if any). */
   private async remove(id: string): Promise<void> {
     this.hashes.delete(id);
     await rm(this.layout.uploadDir(id), { recursive: true, force: true });
+    await this.gate.closeSession(id);
   }
 
   private async digest(id: string, offset: number, algorithm: DigestAlgorithm): Promise<Digest> {
@@ -175,51 +198,67 @@ export class UploadStore {
     return hash;
   }
 
-  /** One request at a time per session: a concurrent chunk would interleave bytes. */
-  private async exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    if (this.busy.has(id)) {
-      throw new OciError('UPLOAD_OUT_OF_ORDER', `another request is writing to upload ${id}`);
-    }
-    this.busy.add(id);
+  /**
+   * Runs `fn` as the session's one writer in the whole daemon, with room reserved for the declared chunk. The
+   * lease ends (with the size the file has then) only after `fn`, which closes every handle it opened, is done.
+   * A body refused here is read and dropped, so the refusal can be answered on the same connection.
+   */
+  private async exclusive<T>(id: string, body: Readable | undefined, opts: ChunkOptions, fn: (admit: Admit) => Promise<T>): Promise<T> {
+    let lease;
     try {
-      return await fn();
+      lease = await this.gate.lockSession(id, opts.length ?? 0);
+    } catch (e) {
+      body?.resume();
+      throw e;
+    }
+    try {
+      return await fn(lease.ensure);
     } finally {
-      this.busy.delete(id);
+      const size = await stat(this.dataPath(id)).then((st) => st.size, () => 0);
+      await lease.unlock(size);
     }
   }
 
-  /** Bytes held by upload sessions (they count against the disk budget). A stat per session, no content read. */
-  async bytes(): Promise<number> {
-    const ids = await readdir(this.layout.uploads).catch(() => [] as string[]);
-    const sizes = await Promise.all(ids.map((id) => stat(this.dataPath(id)).then((st) => st.size, () => 0)));
-    return sizes.reduce((a, b) => a + b, 0);
+  /** The sessions on disk, for the gate's book at start-up; folders that never became valid sessions are removed
+   *  (nothing else runs yet, so none is being created). */
+  async scan(): Promise<FoundSession[]> {
+    const found: FoundSession[] = [];
+    for (const id of await readdir(this.layout.uploads).catch(() => [] as string[])) {
+      const dir = this.layout.uploadDir(id);
+      const meta = UUID_RE.test(id)
+        ? await readFile(`${dir}/meta.json`, 'utf8')
+            .then((t) => JSON.parse(t) as { startedAt?: unknown; client?: unknown })
+            .catch(() => undefined)
+        : undefined;
+      const data = meta ? await stat(`${dir}/data`).catch(() => undefined) : undefined;
+      if (!meta || !data || typeof meta.startedAt !== 'number') {
+        await rm(dir, { recursive: true, force: true });
+        continue;
+      }
+      found.push({ id, client: String(meta.client ?? ''), startedAt: meta.startedAt, lastActive: data.mtimeMs, bytes: data.size });
+    }
+    return found;
   }
 
-  /** Removes sessions idle for longer than the TTL, and folders that never became valid sessions. */
-  async sweep(now = Date.now()): Promise<number> {
+  /** A session's data size on disk (after a process that was writing to it died). */
+  async sizeOf(id: string): Promise<number> {
+    return stat(this.dataPath(id)).then((st) => st.size, () => 0);
+  }
+
+  /** Removes the given sessions (expired, as the gate's owner decided); one a request holds now is left alone. */
+  async expire(ids: string[]): Promise<number> {
     let removed = 0;
-    for (const id of await readdir(this.layout.uploads).catch(() => [] as string[])) {
-      if (this.busy.has(id)) continue;
-      const dir = this.layout.uploadDir(id);
-      const last = await lastActivity(dir);
-      if (last === 0) continue; // finished (and removed) while this sweep ran
-      const idle = now - last;
-      const valid =
-        UUID_RE.test(id) &&
-        (await readFile(`${dir}/meta.json`, 'utf8')
-          .then((t) => !!JSON.parse(t))
-          .catch(() => false));
-      // A folder without valid metadata may be a session being created right now: give it a minute.
-      if (idle > this.ttlMs || (!valid && idle > 60_000)) {
-        await this.remove(id);
+    for (const id of ids) {
+      try {
+        await this.exclusive(id, undefined, {}, () => this.remove(id));
         removed++;
+      } catch (e) {
+        if (!(e instanceof OciError)) throw e;
       }
     }
     return removed;
   }
 }
 
-async function lastActivity(dir: string): Promise<number> {
-  const times = await Promise.all([stat(dir), stat(`${dir}/data`)].map((p) => p.then((s) => s.mtimeMs, () => 0)));
-  return Math.max(...times);
-}
+/** Grants room for the bytes a request has written in total (see SessionLease.ensure). */
+type Admit = (total: number) => Promise<void>;

@@ -28,7 +28,7 @@ async function expectNoAdminOnMainListener(d: Daemon): Promise<void> {
       // From 127.0.0.1, with or without forwarding headers: exactly what a same-host proxy sends on.
       const res = await request(method, `${d.url}${path}`, { headers });
       expect(res.status, `${method} ${path} on the registry port`).toBe(404);
-      expect(JSON.parse(res.body.toString()).errors[0].code).toBe('NOT_FOUND');
+      expect(JSON.parse(res.body.toString()).errors[0].code).toBe('UNSUPPORTED');
     }
   }
 }

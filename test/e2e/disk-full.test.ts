@@ -240,6 +240,21 @@ describe.skipIf(skip)('disk full (tmpfs)', () => {
     });
   }
 
+  it('answers 507 (not 500) to an upload POST on a full disk, and leaves no session behind', async () => {
+    const sessionsBefore = await listDir(join(dataDir, 'uploads'));
+    try {
+      await leaveFree(filler, 0);
+      const res = await request('POST', `${d.url}/v2/full/session/blobs/uploads/`);
+      expectDiskFull(res, 'upload POST on a full disk');
+      expect(await listDir(join(dataDir, 'uploads'))).toEqual(sessionsBefore);
+    } finally {
+      await rm(filler, { force: true });
+    }
+    const ok = await request('POST', `${d.url}/v2/full/session/blobs/uploads/`);
+    expect(ok.status).toBe(202);
+    expect((await request('DELETE', new URL(String(ok.headers.location), d.url).toString())).status).toBe(204);
+  });
+
   it('answers 507 (not 500) when a manifest or tag write hits ENOSPC, and stores nothing partial', async () => {
     const existing = before.at(-1)!;
     try {

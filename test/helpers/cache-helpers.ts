@@ -24,6 +24,8 @@ export interface CacheConfig {
   /** HTTP worker processes; 1 runs the whole daemon in one process. */
   workers?: number;
   logLevel?: string;
+  /** More `storage:` keys (upload limits and the like), written as they are. */
+  storage?: Record<string, string | number>;
 }
 
 /** Writes a YAML config file for a daemon with this budget; returns its path. */
@@ -36,6 +38,7 @@ export async function writeCacheConfig(dir: string, c: CacheConfig): Promise<str
     `  highWatermark: ${c.highWatermark ?? 0.9}`,
     `  lowWatermark: ${c.lowWatermark ?? 0.8}`,
     `  pushGraceSeconds: ${c.pushGraceSeconds}`,
+    ...Object.entries(c.storage ?? {}).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
     'log:',
     `  level: ${c.logLevel ?? 'info'}`,
     '',

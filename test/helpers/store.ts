@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach } from 'vitest';
 import { Layout } from '../../src/storage/layout.js';
+import { WriteLedger } from '../../src/cache/write-ledger.js';
+import type { DigestTable } from '../../src/storage/digest-table.js';
+import { LedgerGate, type WriteGate } from '../../src/storage/write-gate.js';
 import { errno } from './errors.js';
 import { hashFile } from './oci-image.js';
 
@@ -81,4 +84,18 @@ export function tempLayoutPerTest(prefix: string): () => Layout {
     if (layout) await rm(layout.root, { recursive: true, force: true });
   });
   return () => layout!;
+}
+
+/** A write gate with room for anything (unit tests of the stores, where the budget is not under test). */
+export function roomyGate(table: DigestTable): WriteGate {
+  const ledger = new WriteLedger(() => table.blobBytes, {
+    maxBytes: Number.MAX_SAFE_INTEGER,
+    maxUploadBytes: Number.MAX_SAFE_INTEGER,
+    uploadShare: 1,
+    maxSessions: 1_000_000,
+    maxSessionsPerClient: 0,
+    uploadTtlMs: 24 * 3600_000,
+    uploadIdleMs: 24 * 3600_000,
+  });
+  return new LedgerGate((req) => ledger.handle(req, 'self'));
 }

@@ -1,9 +1,10 @@
 /**
- * In-process test registry for the HTTP suites: the real express app over a real store in a temp dir, served on
- * 127.0.0.1 on an ephemeral port (supertest talks to the URL; raw `net` sockets can too).
+ * In-process test registry for the HTTP suites: the real express app over a real store in a temp dir, served by
+ * the daemon's own HTTP server (timeouts, framing checks, connection cap) on 127.0.0.1 on an ephemeral port
+ * (supertest talks to the URL; raw `net` sockets can too).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Stream } from 'node:stream';
 import { connect } from 'node:net';
@@ -15,9 +16,10 @@ import { expect } from 'vitest';
 import { loadConfig, mergeLayers } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { createApp } from '../../src/http/app.js';
+import { createHttpServer } from '../../src/http/http-server.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
-import { openRegistry } from '../../src/store.js';
+import { openStore, type OpenedStore } from '../../src/store.js';
 
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.js';
 
@@ -31,6 +33,8 @@ export interface TestRegistry {
   dataDir: string;
   config: Config;
   registry: Registry;
+  /** The stores behind it, for tests that drive background work (expiry, eviction) by hand. */
+  store: OpenedStore;
   server: Server;
   /** A supertest client for this registry. */
   http(): ReturnType<typeof request>;
@@ -47,9 +51,13 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
       overrides: mergeLayers({ log: { level: 'silent' } }, layer, { storage: { dir: dataDir } }),
     });
     const log = createLogger('silent');
-    const registry = await openRegistry(config, log);
-    const app = createApp(registry, log, { maxManifestBytes: config.registry.maxManifestBytes });
-    const server = createServer(app);
+    const store = await openStore(config, log);
+    const registry = store.registry;
+    const app = createApp(registry, log, {
+      maxManifestBytes: config.registry.maxManifestBytes,
+      maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
+    });
+    const server = createHttpServer(app, config.http);
     await new Promise<void>((ok, fail) => {
       server.once('error', fail);
       server.listen(0, '127.0.0.1', () => ok());
@@ -61,6 +69,7 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
       dataDir,
       config,
       registry,
+      store,
       server,
       http: () => request(url),
       async close(closeOpts = {}) {
@@ -175,9 +184,11 @@ export interface RawResponse {
   headers: Record<string, string>;
   /** The first response's body (by Content-Length), parsed as JSON when it is JSON. */
   body: unknown;
+  /** The server closed (or reset) the connection before `waitMs` passed. */
+  closed: boolean;
 }
 
-function parseRaw(text: string): RawResponse {
+function parseRaw(text: string, closed: boolean): RawResponse {
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
   const end = text.indexOf('\r\n\r\n');
   const headers: Record<string, string> = {};
@@ -197,7 +208,7 @@ function parseRaw(text: string): RawResponse {
       body = raw;
     }
   }
-  return { text, status: m ? Number(m[1]) : undefined, headers, body };
+  return { text, status: m ? Number(m[1]) : undefined, headers, body, closed };
 }
 
 /**
@@ -209,17 +220,17 @@ export function rawRequest(reg: TestRegistry, bytes: Buffer | string, waitMs = 2
   return new Promise((resolve, reject) => {
     const sock = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
-    const done = () => {
+    const done = (closed: boolean) => {
       clearTimeout(timer);
       sock.destroy();
-      resolve(parseRaw(Buffer.concat(chunks).toString('latin1')));
+      resolve(parseRaw(Buffer.concat(chunks).toString('latin1'), closed));
     };
-    const timer = setTimeout(done, waitMs);
+    const timer = setTimeout(() => done(false), waitMs);
     sock.on('data', (c: Buffer) => chunks.push(c));
-    sock.on('end', done);
+    sock.on('end', () => done(true));
     sock.on('error', (e: NodeJS.ErrnoException) => {
       // The server may reset a connection it refused; whatever it sent before that still counts.
-      if (e.code === 'ECONNRESET' || e.code === 'EPIPE') return done();
+      if (e.code === 'ECONNRESET' || e.code === 'EPIPE') return done(true);
       clearTimeout(timer);
       reject(e);
     });

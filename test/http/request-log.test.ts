@@ -13,7 +13,7 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { createApp } from '../../src/http/app.js';
-import { openRegistry } from '../../src/store.js';
+import { openStore } from '../../src/store.js';
 import { blob, sha256, waitFor } from './harness.js';
 
 interface Line {
@@ -40,8 +40,8 @@ beforeAll(async () => {
     },
   });
   const log = pino({ level: 'info' }, sink);
-  const registry = await openRegistry(config, pino({ level: 'silent' }));
-  server = createServer(createApp(registry, log, { maxManifestBytes: 1024 }));
+  const { registry } = await openStore(config, pino({ level: 'silent' }));
+  server = createServer(createApp(registry, log, { maxManifestBytes: 1024, maxBufferedManifestBytes: config.http.maxBufferedManifestBytes }));
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
@@ -67,6 +67,8 @@ describe('request log', () => {
     expect(line).toMatchObject({ status: 404, code: 'BLOB_UNKNOWN', bytesIn: 0 });
     expect(line.bytesOut).toBe(Buffer.byteLength(text));
     expect(line.bytesOut).toBeGreaterThan(0);
+    const unknown = await logged(() => request(url).get('/nowhere'));
+    expect([unknown.status, unknown.line.code, unknown.line.bytesOut]).toEqual([404, 'UNSUPPORTED', Buffer.byteLength(unknown.text)]);
   });
 
   it('a body refused for its digest counts as bytes in', async () => {

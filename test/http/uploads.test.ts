@@ -380,7 +380,7 @@ describe('session status and cancel', () => {
     const location = await start();
     await patch(location, Buffer.alloc(10));
     // The expiry sweep the daemon runs on a timer, run now as if the upload TTL had passed.
-    const removed = await reg.registry.uploads.sweep(Date.now() + reg.config.storage.uploadTtl + 60_000);
+    const removed = await reg.store.evictor.expireUploads(Date.now() + reg.config.storage.uploadTtl + 60_000);
     expect(removed).toBeGreaterThan(0);
     expectOciError(await reg.http().get(location), 404, 'BLOB_UPLOAD_UNKNOWN');
     expectOciError(await patch(location, Buffer.alloc(1)), 404, 'BLOB_UPLOAD_UNKNOWN');

@@ -8,7 +8,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { BlobStore } from '../../src/storage/blob-store.js';
 import { DigestTable } from '../../src/storage/digest-table.js';
 import type { Layout } from '../../src/storage/layout.js';
-import { tempLayoutPerTest } from '../helpers/store.js';
+import { roomyGate, tempLayoutPerTest } from '../helpers/store.js';
 import { digestOf } from '../../src/core/digest.js';
 
 const tempLayout = tempLayoutPerTest('buildcached-blob-index-');
@@ -21,7 +21,7 @@ const blob = (text: string) => ({ data: Buffer.from(text), digest: digestOf(Buff
 
 async function opened() {
   const table = new DigestTable();
-  const store = new BlobStore(layout, table);
+  const store = new BlobStore(layout, table, roomyGate(table));
   const seeded: string[] = [];
   const report = await store.open((d) => seeded.push(d));
   return { store, table, report, seeded };

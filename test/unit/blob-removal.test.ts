@@ -10,7 +10,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { BlobStore } from '../../src/storage/blob-store.js';
 import { DigestTable } from '../../src/storage/digest-table.js';
 import type { Layout } from '../../src/storage/layout.js';
-import { tempLayoutPerTest } from '../helpers/store.js';
+import { roomyGate, tempLayoutPerTest } from '../helpers/store.js';
 import { digestOf } from '../../src/core/digest.js';
 import type { StoreEvent, Verdict } from '../../src/storage/events.js';
 
@@ -24,7 +24,7 @@ const exists = (path: string) => access(path).then(() => true, () => false);
 
 async function storeWith(text: string, answer: (e: StoreEvent) => Verdict = () => 'applied') {
   const table = new DigestTable();
-  const store = new BlobStore(layout, table);
+  const store = new BlobStore(layout, table, roomyGate(table));
   await store.open();
   const data = Buffer.from(text);
   const d = digestOf(data);
@@ -72,5 +72,36 @@ describe('blob removal', () => {
     await write;
     expect(await exists(layout.blobPath(d))).toBe(true);
     expect(await store.locate(d)).toBe(1);
+  });
+
+  it('a commit of the same digest elsewhere, landing before that process heard of the removal, is not unlinked', async () => {
+    let store!: BlobStore;
+    let d!: ReturnType<typeof digestOf>;
+    const ctx = await storeWith('d', (e) => {
+      // Where the primary relays: a worker had renamed its fresh copy into place and says so before it acks.
+      if (e.type === 'blob-removed') store.apply({ type: 'blob-added', digest: d.value, size: 1 });
+      return 'applied';
+    });
+    store = ctx.store;
+    d = ctx.d;
+    expect(await store.delete(d, { eviction: true })).toBe(false);
+    expect(await exists(layout.blobPath(d))).toBe(true);
+    expect(store.size(d.value)).toBe(1);
+    // Everyone is told the blob is there after all.
+    expect(ctx.events.map((e) => e.type)).toEqual(['blob-removed', 'blob-added']);
+  });
+
+  it('a disk lookup that raced a removal does not cache what it saw before it', async () => {
+    for (let i = 0; i < 20; i++) {
+      const { store, table, d } = await storeWith(`e${i}`);
+      table.deleteBlob(d.value); // as in a process that has not heard of the blob yet: the lookup goes to disk
+      const lookup = store.locate(d);
+      // Meanwhile another process removes it: announced, unlinked, done.
+      store.apply({ type: 'blob-removed', digest: d.value });
+      await rm(layout.blobPath(d));
+      store.apply({ type: 'blob-unlinked', digest: d.value });
+      expect(await lookup).toBeUndefined();
+      expect(store.has(d.value)).toBe(false);
+    }
   });
 });

@@ -162,6 +162,13 @@ describe('validateConfig', () => {
     ['admin.listen', { admin: { listen: 'unix:relative.sock' } }],
     ['admin.listen', { admin: { listen: 'localhost' } }],
     ['admin.token', { admin: { token: 'short' } }],
+    ['http.headersTimeout', { http: { headersTimeout: 'slow' } }],
+    ['http.idleTimeout', { http: { idleTimeout: '30d' } }],
+    ['http.keepAliveTimeout', { http: { keepAliveTimeout: -1 } }],
+    ['http.maxConnections', { http: { maxConnections: 0 } }],
+    ['http.maxConnections', { http: { maxConnections: 'many' } }],
+    ['http.maxBufferedManifestBytes', { http: { maxBufferedManifestBytes: '1MiB' } }],
+    ['http.maxBufferedManifestBytes', { http: { maxBufferedManifestBytes: '1GiB' }, registry: { maxManifestBytes: '2GiB' } }],
   ])('names %s when it is invalid', (key, layer) => {
     try {
       validateConfig(withLayer(layer));
@@ -188,6 +195,12 @@ describe('validateConfig', () => {
   it('accepts unix-socket and HOST:PORT admin listeners', () => {
     expect(validateConfig(withLayer({ admin: { listen: 'unix:/run/buildcached/admin.sock' } })).admin.listen).toBe('unix:/run/buildcached/admin.sock');
     expect(validateConfig(withLayer({ admin: { listen: '127.0.0.1:5001' } })).admin.listen).toBe('127.0.0.1:5001');
+  });
+
+  it('has generous HTTP timeouts and a connection cap by default, and 0 turns a timeout off', () => {
+    const { http } = validateConfig(base);
+    expect(http).toEqual({ headersTimeout: 30_000, idleTimeout: 120_000, keepAliveTimeout: 5_000, maxConnections: 1000, maxBufferedManifestBytes: 64 * 1024 * 1024 });
+    expect(validateConfig(withLayer({ http: { idleTimeout: 0, headersTimeout: '0' } })).http).toMatchObject({ idleTimeout: 0, headersTimeout: 0 });
   });
 
   it('accepts IPv6 and any-address listen values', () => {

@@ -1,17 +1,19 @@
-/**
- * Every error code the daemon can put on the wire is in README's list (issue 9: STORAGE_FULL's was not). The codes
- * are taken from the one mapper (src/http/oci-errors.ts) and the two catch-alls, not typed in here.
- */
+/** The README's list of error codes is the contract: every code and status the server sends is in it. */
 import { readFileSync } from 'node:fs';
-import type { NextFunction, Request, Response } from 'express';
 import { describe, expect, it } from 'vitest';
-import { OciError, type ErrorCode } from '../../src/core/errors.js';
-import { notFound } from '../../src/http/app.js';
-import { errorHandler, sendError } from '../../src/http/oci-errors.js';
-import { createLogger } from '../../src/observability/logger.js';
+import type { ErrorCode } from '../../src/core/errors.js';
+import {
+  CONNECTION_REFUSAL,
+  EXPECTATION_REFUSAL,
+  framingRefusal,
+  parserRefusal,
+  statusOf,
+  wireCode,
+  type Refusal,
+} from '../../src/http/oci-errors.js';
 
-/** Exhaustive by type: a new ErrorCode does not compile until it is listed here. */
-const ALL_CODES: Record<ErrorCode, true> = {
+// Every internal code, checked complete by the compiler.
+const ALL: Record<ErrorCode, true> = {
   BLOB_UNKNOWN: true,
   BLOB_UPLOAD_INVALID: true,
   BLOB_UPLOAD_UNKNOWN: true,
@@ -32,50 +34,43 @@ const ALL_CODES: Record<ErrorCode, true> = {
   UPLOAD_OUT_OF_ORDER: true,
   MANIFEST_TOO_LARGE: true,
   STORAGE_FULL: true,
+  UPLOAD_TOO_LARGE: true,
+  NO_ROOM: true,
   PARAMETER_INVALID: true,
 };
 
-/** A response that records the code of the error body it is given. */
-function recorder(): { res: Response; code: () => string } {
-  let body = '';
-  const res = {
-    locals: {},
-    headersSent: false,
-    status: () => res,
-    set: () => res,
-    end: (b: string) => (body = b),
-    json: (b: unknown) => (body = JSON.stringify(b)),
+function readmeCodes(): Map<string, number[]> {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const out = new Map<string, number[]>();
+  for (const m of readme.matchAll(/^\s*\| `([A-Z_]+)` \| ([\d, ]+) \|/gm)) out.set(m[1]!, m[2]!.split(',').map((s) => Number(s.trim())));
+  return out;
+}
+
+describe('the README lists every error code the server sends', () => {
+  const listed = readmeCodes();
+  const expectListed = (code: string, status: number) => {
+    expect(listed.has(code), `${code} is not in the README's list`).toBe(true);
+    expect(listed.get(code), `${code} with ${status}`).toContain(status);
   };
-  return { res: res as unknown as Response, code: () => (JSON.parse(body) as { errors: [{ code: string }] }).errors[0].code };
-}
 
-function wireCodes(): Set<string> {
-  const codes = new Set<string>();
-  for (const code of Object.keys(ALL_CODES) as ErrorCode[]) {
-    const r = recorder();
-    sendError(r.res, new OciError(code, 'x'));
-    codes.add(r.code());
-  }
-  const req = { method: 'GET', originalUrl: '/' } as Request;
-  const next = (() => {}) as NextFunction;
-  for (const err of [new Error('internal'), Object.assign(new Error('malformed'), { status: 400 })]) {
-    const r = recorder();
-    errorHandler(createLogger('silent'))(err, req, r.res, next);
-    codes.add(r.code());
-  }
-  const r = recorder();
-  void notFound(req, r.res, next);
-  codes.add(r.code());
-  return codes;
-}
+  it('codes from the error mapper', () => {
+    for (const code of Object.keys(ALL) as ErrorCode[]) expectListed(wireCode(code), statusOf(code));
+    expectListed('UNKNOWN', 507);
+  });
 
-describe('error codes', () => {
-  it("README's error list names every code the daemon sends", () => {
-    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-    const bullet = /^- \*\*Errors\*\*[\s\S]*?(?=\n- \*\*|\n\n)/m.exec(readme)?.[0] ?? '';
-    const listed = new Set([...bullet.matchAll(/`([A-Z_]{4,})`/g)].map((m) => m[1]!));
-    const sent = wireCodes();
-    expect(sent.size).toBeGreaterThan(10);
-    expect([...sent].filter((c) => !listed.has(c)).sort()).toEqual([]);
+  it('refusals below the routes, the fallback 404 and internal errors', () => {
+    const parser = ['ERR_HTTP_REQUEST_TIMEOUT', 'HPE_HEADER_OVERFLOW', 'HPE_CHUNK_EXTENSIONS_OVERFLOW', 'HPE_INVALID_CONTENT_LENGTH', 'HPE_UNEXPECTED_CONTENT_LENGTH', 'HPE_INVALID_TRANSFER_ENCODING', 'HPE_INVALID_METHOD'];
+    const refusals: Refusal[] = [
+      ...parser.map((code) => parserRefusal(Object.assign(new Error('x'), { code }))!),
+      ...(['content-length', 'transfer-encoding', 'host'] as const).map((header) => framingRefusal({ header, message: 'x' })),
+      EXPECTATION_REFUSAL,
+      CONNECTION_REFUSAL,
+    ];
+    for (const r of refusals) expectListed(r.code, r.status);
+    expect(parserRefusal(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))).toBeUndefined();
+    // src/http/oci-errors.ts: notFound outside the resource paths, errorHandler for express's client errors and 500s.
+    expectListed('UNSUPPORTED', 404);
+    expectListed('UNSUPPORTED', 400);
+    expectListed('UNKNOWN', 500);
   });
 });

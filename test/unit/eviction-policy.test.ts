@@ -263,19 +263,99 @@ describe('planEviction: within a reference', () => {
     const f = fixture();
     const probed = blob(f, 'probed-orphan', 1000, OLD);
     const orphan = blob(f, 'plain-orphan', 1000, OLD);
-    const r = reference(f, 'r', 't', OLD, [200, 300]);
+    const oldLayer = blob(f, 'old-layer', 500);
+    const untagged = manifest(f, 'r', 'untagged', [oldLayer], OLD);
     f.protectedSet.add(probed);
-    f.protectedSet.add(r.layers[0]!);
+    f.protectedSet.add(oldLayer);
     const p = plan(f, Infinity);
     const planned = blobSteps(p.steps).map((s) => s.digest);
     expect(planned).not.toContain(probed);
-    expect(planned).not.toContain(r.layers[0]);
     expect(planned).toContain(orphan);
-    expect(planned).toContain(r.layers[1]);
-    // The reference itself still goes (its tag and manifest), only the protected blob stays.
-    expect(tagSteps(p.steps)).toHaveLength(1);
-    expect(manifestSteps(p.steps).map((m) => m.digest)).toEqual([r.manifest]);
-    expect(p.bytes).toBe(1000 + 100 + 10 + 300);
+    // An untagged manifest is garbage: it goes, and only its protected blob stays.
+    expect(manifestSteps(p.steps).map((m) => m.digest)).toEqual([untagged]);
+    expect(planned).not.toContain(oldLayer);
+    expect(p.bytes).toBe(1000 + 100);
+  });
+});
+
+describe('planEviction: references whose blobs are protected', () => {
+  it('keeps a reference whole when a blob its removal would release is protected', () => {
+    const f = fixture();
+    const r = reference(f, 'r', 't', OLD, [200, 300]);
+    f.protectedSet.add(r.layers[0]!);
+    const p = plan(f, Infinity);
+    expect(p.steps).toEqual([]);
+    // Once the protection ends, the reference goes whole.
+    f.protectedSet.clear();
+    expect(new Set(blobSteps(plan(f, Infinity).steps).map((s) => s.digest))).toEqual(new Set(r.own));
+  });
+
+  it('skips protected references and plans later ones instead, until the target is met', () => {
+    // The reported case: 24 references, the layers of the 12 least recently used just probed by HEAD; freeing the
+    // bytes of 10 references takes the 10 oldest unprobed ones, and 14 references stay.
+    const f = fixture();
+    const refs = Array.from({ length: 24 }, (_, i) => reference(f, `org/app${i}`, 'cache', OLD + i, [1000, 1000]));
+    for (const r of refs.slice(0, 12)) for (const l of r.layers) f.protectedSet.add(l);
+    const perRef = 100 + 10 + 2000;
+    const p = plan(f, 10 * perRef);
+    expect(tagSteps(p.steps).map((t) => t.repo)).toEqual(refs.slice(12, 22).map((_, i) => `org/app${12 + i}`));
+    expect(p.bytes).toBe(10 * perRef);
+    for (const r of refs.slice(0, 12)) for (const x of r.own) expect(p.steps.some((s) => s.digest === x), `probed ${x}`).toBe(false);
+  });
+
+  it('a blob shared with a reference that stays does not hold back the one that goes', () => {
+    const f = fixture();
+    const base = blob(f, 'shared-base', 5000);
+    const a = reference(f, 'team-a/app', 'cache', OLD + 1, [500], [base]);
+    const b = reference(f, 'team-b/app', 'cache', OLD + 2, [500], [base]);
+    f.protectedSet.add(base);
+    // a's removal releases only its own blobs (b still holds the base): a goes. b's would release the base: b stays.
+    const p = plan(f, Infinity);
+    expect(tagSteps(p.steps).map((t) => t.repo)).toEqual(['team-a/app']);
+    expect(new Set(blobSteps(p.steps).map((s) => s.digest))).toEqual(new Set(a.own));
+    expect(p.steps.some((s) => s.digest === b.manifest)).toBe(false);
+  });
+
+  it('a skipped reference keeps its blobs counted: a later reference sharing them does not release them', () => {
+    const f = fixture();
+    const shared = blob(f, 'shared', 4000);
+    const a = reference(f, 'a', 'cache', OLD + 1, [500], [shared]);
+    f.protectedSet.add(a.layers[0]!);
+    const b = reference(f, 'b', 'cache', OLD + 2, [500], [shared]);
+    const p = plan(f, Infinity); // checkPlan fails if the shared blob is planned while a's manifest stays
+    expect(tagSteps(p.steps).map((t) => t.repo)).toEqual(['b']);
+    expect(blobSteps(p.steps).map((s) => s.digest)).not.toContain(shared);
+    expect(new Set(blobSteps(p.steps).map((s) => s.digest))).toEqual(new Set(b.own));
+  });
+
+  it('an index is kept whole when a child manifest it alone keeps has a protected blob', () => {
+    const f = fixture();
+    const amdLayer = blob(f, 'amd-layer', 1000);
+    const armLayer = blob(f, 'arm-layer', 1000);
+    const amd = manifest(f, 'img', 'amd', [amdLayer]);
+    const arm = manifest(f, 'img', 'arm', [armLayer]);
+    const idx = manifest(f, 'img', 'index', [amd, arm]);
+    tag(f, 'img', 'multi', idx, OLD + 1);
+    const next = reference(f, 'img', 'next', OLD + 2, [700]);
+    f.protectedSet.add(armLayer);
+    const p = plan(f, 1);
+    expect(tagSteps(p.steps).map((t) => t.tag)).toEqual(['next']);
+    expect(manifestSteps(p.steps).map((m) => m.digest)).toEqual([next.manifest]);
+    // With arm also tagged on its own, the index's removal no longer releases arm's layer: the index goes, with amd.
+    tag(f, 'img', 'arm', arm, OLD + 5);
+    const q = plan(f, 1);
+    expect(tagSteps(q.steps).map((t) => t.tag)).toEqual(['multi']);
+    expect(manifestSteps(q.steps).map((m) => m.digest)).toEqual([idx, amd]);
+    expect(blobSteps(q.steps).map((s) => s.digest)).not.toContain(armLayer);
+  });
+
+  it('a tag that shares its manifest with another releases nothing itself and goes; the last one stays', () => {
+    const f = fixture();
+    const r = reference(f, 'r', 'v1', OLD + 1, [100]);
+    tag(f, 'r', 'latest', r.manifest, OLD + 2);
+    f.protectedSet.add(r.layers[0]!);
+    const p = plan(f, Infinity);
+    expect(p.steps).toEqual([{ kind: 'tag', repo: 'r', tag: 'v1', digest: r.manifest, lastUsed: OLD + 1 }]);
   });
 });
 

@@ -2,7 +2,7 @@ import { Router, type Response } from 'express';
 import type { Registry } from '../../registry/registry.js';
 import type { ManifestRecord } from '../../storage/repository-store.js';
 import { lookupReference, parseReference } from '../../registry/names.js';
-import { readLimited } from '../body.js';
+import { readLimited, type MemoryBudget } from '../body.js';
 import { nameParam } from '../params.js';
 
 export const MANIFEST_PATH = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
@@ -17,7 +17,7 @@ function manifestHeaders(res: Response, m: ManifestRecord): void {
   });
 }
 
-export function manifestRoutes(registry: Registry, maxManifestBytes: number): Router {
+export function manifestRoutes(registry: Registry, maxManifestBytes: number, buffers: MemoryBudget): Router {
   const r = Router();
 
   r.head(MANIFEST_PATH, async (req, res) => {
@@ -43,7 +43,7 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number): Ro
     const name = nameParam(req);
     res.locals.repo = name;
     const ref = parseReference(String(req.params[1]));
-    const body = await readLimited(req, maxManifestBytes);
+    const body = await readLimited(req, res, maxManifestBytes, buffers);
     const record = await registry.putManifest(name, ref, body, req.headers['content-type']);
     res.status(201).set({
       Location: `/v2/${name}/manifests/${record.digest}`,

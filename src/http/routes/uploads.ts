@@ -63,7 +63,7 @@ export function uploadRoutes(registry: Registry): Router {
       return created(res, name, digest.value);
     }
     discard(req);
-    const session = await registry.startUpload(name);
+    const session = await registry.startUpload(name, req.socket.remoteAddress ?? '');
     sessionHeaders(res, session, 0);
     res.status(202).end();
   });
