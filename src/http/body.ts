@@ -74,3 +74,19 @@ export function hasBody(req: Request): boolean {
   const n = contentLength(req);
   return n !== undefined ? n > 0 : req.headers['transfer-encoding'] !== undefined;
 }
+
+/**
+ * Reads and drops a body the handler does not use, resolving once all of it arrived intact. Handlers that write
+ * wait for this before acting: Node's parser hands a request over once its headers are in and finds a malformed
+ * chunked body only later, and a request refused for its body must not have been carried out.
+ */
+export function drain(req: Request): Promise<void> {
+  if (req.complete) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const cut = () => reject(new OciError('SIZE_INVALID', 'the request body was malformed or cut short; nothing was done'));
+    req.once('end', () => resolve());
+    req.once('error', cut);
+    req.once('close', () => (req.complete ? resolve() : cut()));
+    req.resume();
+  });
+}

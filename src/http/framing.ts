@@ -21,6 +21,8 @@ function values(req: FramedRequest, name: string): string[] {
  * one Host (RFC 9112 §3.2).
  */
 export function framingProblem(req: FramedRequest): FramingProblem | undefined {
+  // Node takes a request line without a version for HTTP/0.9, which has no headers to frame anything with.
+  if (req.httpVersion !== '1.1' && req.httpVersion !== '1.0') return { header: 'version', message: `HTTP/${req.httpVersion} is not supported` };
   const hosts = values(req, 'host').length;
   if (hosts > 1 || (hosts === 0 && req.httpVersion === '1.1')) return { header: 'host', message: 'an HTTP/1.1 request needs exactly one Host header' };
   const te = values(req, 'transfer-encoding');

@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { framingProblem } from './framing.js';
 import {
+  CONNECT_REFUSAL,
   CONNECTION_REFUSAL,
   EXPECTATION_REFUSAL,
   framingRefusal,
@@ -72,6 +73,11 @@ export function createHttpServer(app: RequestListener, http: HttpConfig, opts: H
   // The framing check runs before 100 Continue, so a refused upload is never invited to send its body.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => refuse(req, res, EXPECTATION_REFUSAL));
+  // Without a listener Node drops a CONNECT's socket unanswered.
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    socket.on('error', () => {});
+    socket.end(refusalBytes(CONNECT_REFUSAL), () => socket.destroy());
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (refused.has(socket)) return; // its refusal is on the way out and closes the connection
     const r = parserRefusal(err);

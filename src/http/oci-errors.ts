@@ -94,13 +94,15 @@ export interface Refusal {
 
 /** What a framing check found wrong, by the header at fault. */
 export interface FramingProblem {
-  header: 'content-length' | 'transfer-encoding' | 'host';
+  header: 'content-length' | 'transfer-encoding' | 'host' | 'version';
   message: string;
 }
 
 export function framingRefusal(p: FramingProblem): Refusal {
   return { status: 400, code: p.header === 'content-length' ? 'SIZE_INVALID' : 'UNSUPPORTED', message: p.message };
 }
+
+export const CONNECT_REFUSAL: Refusal = { status: 405, code: 'UNSUPPORTED', message: 'CONNECT is not supported: this is a registry, not a proxy' };
 
 export const EXPECTATION_REFUSAL: Refusal = { status: 417, code: 'UNSUPPORTED', message: 'only "Expect: 100-continue" is supported' };
 
@@ -184,6 +186,11 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       // A client error raised by express or Node itself (malformed request): keep its status.
       res.status(status).set('Content-Type', 'application/json').end(errorBody('UNSUPPORTED', 'malformed request'));
       return;
+    }
+    if (req.socket.destroyed) {
+      // The client went away mid-request (an aborted upload): nobody is left to answer, and nothing failed here.
+      log.info({ method: req.method, reason: (err as Error)?.message }, 'client went away mid-request');
+      return void res.destroy();
     }
     log.error({ err, method: req.method, url: req.originalUrl.slice(0, 300) }, 'request failed');
     if (res.headersSent) {

@@ -2,6 +2,7 @@ import { Router, type Response } from 'express';
 import type { Registry } from '../../registry/registry.js';
 import { nameParam, pathDigest } from '../params.js';
 import { parseRange } from '../ranges.js';
+import { drain } from '../body.js';
 
 export const BLOB_PATH = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
 
@@ -55,7 +56,9 @@ export function blobRoutes(registry: Registry): Router {
   r.delete(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
     res.locals.repo = nameParam(req);
-    await registry.deleteBlob(pathDigest(req));
+    const d = pathDigest(req);
+    await drain(req);
+    await registry.deleteBlob(d);
     res.status(202).set('Content-Length', '0').end();
   });
   return r;

@@ -2,7 +2,7 @@ import { Router, type Response } from 'express';
 import type { Registry } from '../../registry/registry.js';
 import type { ManifestRecord } from '../../storage/repository-store.js';
 import { lookupReference, parseReference } from '../../registry/names.js';
-import { readLimited, type MemoryBudget } from '../body.js';
+import { drain, readLimited, type MemoryBudget } from '../body.js';
 import { nameParam } from '../params.js';
 
 export const MANIFEST_PATH = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
@@ -58,7 +58,9 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    await registry.deleteManifest(name, lookupReference(String(req.params[1])));
+    const ref = lookupReference(String(req.params[1]));
+    await drain(req);
+    await registry.deleteManifest(name, ref);
     res.status(202).set('Content-Length', '0').end();
   });
   return r;

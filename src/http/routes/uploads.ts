@@ -2,7 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import { OciError } from '../../core/errors.js';
 import type { Registry } from '../../registry/registry.js';
 import type { ChunkOptions, UploadSession } from '../../storage/upload-store.js';
-import { contentLength, hasBody } from '../body.js';
+import { contentLength, drain, hasBody } from '../body.js';
 import { nameParam, queryDigest, queryParam } from '../params.js';
 import { parseContentRange } from '../ranges.js';
 import { parseName } from '../../registry/names.js';
@@ -35,11 +35,6 @@ function chunkOptions(req: Request): ChunkOptions {
   return { start: range.start, length: span };
 }
 
-/** Reads and discards a body the request should not have carried, so the connection stays usable. */
-function discard(req: Request): void {
-  req.resume();
-}
-
 export function uploadRoutes(registry: Registry): Router {
   const r = Router();
 
@@ -52,7 +47,7 @@ export function uploadRoutes(registry: Registry): Router {
       const from = queryParam(req, 'from', 'NAME_INVALID');
       if (from !== undefined) parseName(from);
       if (await registry.canMount(mount, from)) {
-        discard(req);
+        await drain(req);
         return created(res, name, mount.value);
       }
     }
@@ -62,7 +57,7 @@ export function uploadRoutes(registry: Registry): Router {
       await registry.putBlob(req, digest, contentLength(req));
       return created(res, name, digest.value);
     }
-    discard(req);
+    await drain(req);
     const session = await registry.startUpload(name, req.socket.remoteAddress ?? '');
     sessionHeaders(res, session, 0);
     res.status(202).end();
@@ -98,7 +93,7 @@ export function uploadRoutes(registry: Registry): Router {
     if (!digest) throw new OciError('DIGEST_INVALID', 'completing an upload needs ?digest=');
     const session = await registry.upload(name, String(req.params[1]));
     const body = hasBody(req) ? req : undefined;
-    if (!body) discard(req);
+    if (!body) await drain(req);
     await registry.finishUpload(session, digest, body, body ? chunkOptions(req) : {});
     created(res, name, digest.value);
   });
@@ -108,6 +103,7 @@ export function uploadRoutes(registry: Registry): Router {
     const name = nameParam(req);
     res.locals.repo = name;
     const session = await registry.upload(name, String(req.params[1]));
+    await drain(req);
     await registry.cancelUpload(session);
     res.status(204).end();
   });
