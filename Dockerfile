@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
-# Build stage: compile TypeScript with the dev dependencies.
+# Build stage: compile TypeScript with the dev dependencies (npm ci runs the prepare script, which builds dist/
+# with config/default.yaml compiled in).
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
+COPY scripts ./scripts
 COPY src ./src
 COPY config ./config
-RUN npm ci --no-audit --no-fund && npm run build
+RUN npm ci --no-audit --no-fund
 
 # Runtime stage: production dependencies and compiled output only, run as an unprivileged user.
 FROM node:20-bookworm-slim
@@ -16,14 +18,15 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /src/dist ./dist
-COPY config ./config
 RUN useradd --system --uid 10001 --home-dir /var/lib/buildcached buildcached \
     && mkdir -p /var/lib/buildcached && chown buildcached /var/lib/buildcached
 USER buildcached
 VOLUME ["/var/lib/buildcached"]
 EXPOSE 5000
-HEALTHCHECK --interval=30s --timeout=3s --start-period=30s \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:5000/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# `health` reads the daemon's own address from DATA/daemon.json, so it holds whatever listen is set to.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s CMD ["node", "/app/dist/main.js", "health"]
+# SIGTERM drains in-flight uploads for up to shutdownTimeout (60s): run with `--stop-timeout 70` (compose:
+# stop_grace_period: 70s), since docker stop kills after 10 s by default.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "/app/dist/main.js"]
 CMD ["serve"]

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
 import { parseDuration } from './config/units.js';
@@ -10,8 +12,9 @@ import { startSingle } from './process/single.js';
 import { startPrimary } from './process/primary.js';
 import { runWorker } from './process/worker.js';
 import { DataDirError } from './storage/data-dir.js';
-import { callAdmin } from './cli/store-access.js';
-import { formatReferences, formatReport, formatStatus } from './cli/format.js';
+import { CliError, callAdmin, daemonRequest, runningDaemon } from './cli/store-access.js';
+import { Layout } from './storage/layout.js';
+import { formatReferences, formatReport, formatStatus, formatVerify } from './cli/format.js';
 
 interface StoreFlags {
   config?: string;
@@ -19,9 +22,13 @@ interface StoreFlags {
   json?: boolean;
 }
 
+// package.json sits beside dist/ in every install (Node needs its "type": "module" to run dist/ at all).
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command()
   .name('buildcached')
   .description('A registry cache daemon for BuildKit layer caches (OCI Distribution API)')
+  .version(version, '-V, --version')
   .showHelpAfterError();
 
 /** Every command finds its store the same way: --config/--data, then env, then the defaults. */
@@ -33,8 +40,13 @@ function storeCommand(name: string, description: string): Command {
     .option('-d, --data <dir>', 'data directory (env BUILDCACHED_DATA)');
 }
 
-const configFor = (opts: StoreFlags & { listen?: string; workers?: string }): Promise<Config> =>
-  loadConfig({ file: opts.config, overrides: { listen: opts.listen, workers: opts.workers, storage: { dir: opts.data } } });
+type ServeFlags = StoreFlags & { listen?: string; workers?: string; adminListen?: string };
+
+const configFor = (opts: ServeFlags): Promise<Config> =>
+  loadConfig({
+    file: opts.config,
+    overrides: { listen: opts.listen, workers: opts.workers, storage: { dir: opts.data }, admin: { listen: opts.adminListen } },
+  });
 
 const print = (json: boolean | undefined, value: unknown, human: string) =>
   process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human}\n`);
@@ -42,7 +54,8 @@ const print = (json: boolean | undefined, value: unknown, human: string) =>
 storeCommand('serve', 'run the daemon')
   .option('-l, --listen <host:port>', 'address to listen on (env BUILDCACHED_LISTEN)')
   .option('-w, --workers <n>', 'HTTP worker processes sharing the port and the store: a number or "auto", one per core (env BUILDCACHED_WORKERS)')
-  .action(async (opts: StoreFlags & { listen?: string; workers?: string }) => {
+  .option('--admin-listen <addr>', 'admin API: unix:/PATH or HOST:PORT; default the socket DATA/admin.sock (env BUILDCACHED_ADMIN_LISTEN)')
+  .action(async (opts: ServeFlags) => {
     const config = await configFor(opts);
     const log = createLogger(config.log.level);
     if (cluster.isWorker) return runWorker(config, log);
@@ -103,7 +116,7 @@ storeCommand('prune', 'remove cache references not used for a while')
   .option('--json', 'print JSON')
   .action(async (opts: StoreFlags & { olderThan: string; repo?: string; dryRun?: boolean }) => {
     const ms = parseDuration(opts.olderThan);
-    if (ms === undefined) throw new ConfigError(`--older-than: "${opts.olderThan}" is not a duration (examples: 7d, 12h)`);
+    if (ms === undefined) throw new ConfigError(`--older-than: "${opts.olderThan}" is not a duration with a unit (examples: 7d, 12h)`);
     const q = new URLSearchParams({ olderThan: opts.olderThan, ...(opts.repo ? { repo: opts.repo } : {}), ...(opts.dryRun ? { dryRun: '1' } : {}) });
     const report = await callAdmin(await configFor(opts), {
       method: 'POST',
@@ -113,9 +126,32 @@ storeCommand('prune', 'remove cache references not used for a while')
     print(opts.json, report, formatReport(report));
   });
 
+storeCommand('verify', 're-hash every blob, check every manifest and tag; exit 2 while problems remain')
+  .option('--repair', 'remove broken tags and manifests, move corrupt blobs to DATA/quarantine/')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags & { repair?: boolean }) => {
+    const report = await callAdmin(await configFor(opts), {
+      method: 'POST',
+      path: `/admin/v1/verify${opts.repair ? '?repair=1' : ''}`,
+      direct: (a) => a.verify(!!opts.repair),
+    });
+    print(opts.json, report, formatVerify(report));
+    // Like fsck: scripts (cron, CI) learn from the status whether the store is sound now.
+    if (report.problems.some((p) => !p.repaired)) process.exitCode = 2;
+  });
+
+storeCommand('health', 'exit 0 when the daemon on this data directory answers GET /healthz (for Docker HEALTHCHECK)')
+  .action(async (opts: StoreFlags) => {
+    const layout = new Layout(resolve((await configFor(opts)).storage.dir));
+    const owner = await runningDaemon(layout);
+    if (!owner?.url) throw new CliError(`no daemon runs on ${layout.root}`);
+    await daemonRequest(owner, owner.url, 'GET', '/healthz');
+    process.stdout.write('ok\n');
+  });
+
 program.parseAsync().catch((e: unknown) => {
   // Expected failures get one clear line; anything else keeps its stack.
-  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError;
+  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError || e instanceof CliError;
   process.stderr.write(`buildcached: ${known ? (e as Error).message : ((e as Error)?.stack ?? String(e))}\n`);
   process.exit(1);
 });

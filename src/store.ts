@@ -12,7 +12,7 @@ import { UploadStore } from './storage/upload-store.js';
 import { Recency } from './cache/recency.js';
 import { Evictor } from './cache/evictor.js';
 import { CacheTracker } from './cache/cache.js';
-import { resolveBudget } from './cache/budget.js';
+import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 
@@ -79,6 +79,15 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
   ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
   const expired = await evictor.expireUploads();
+  const { total } = evictor.usage();
+  const freeBytes = await overcommitted(budget.maxBytes, layout.root, total);
+  if (freeBytes !== undefined) {
+    const spec = 'percent' in config.storage.maxBytes ? `${config.storage.maxBytes.percent}% of the filesystem's size` : 'a size';
+    log.warn(
+      { budget: budget.maxBytes, freeBytes, storeBytes: total },
+      `storage.maxBytes (${spec}) is more than the free space plus what the store holds: the disk may fill before eviction starts (writes then fail with 507 until it frees space); set storage.maxBytes to a size that fits`,
+    );
+  }
   const cache = new CacheTracker(blobs, recency, evictor);
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache);
   log.info(
@@ -97,7 +106,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     recency,
     evictor,
     cache,
-    admin: new Admin(blobs, repos, recency, evictor),
+    admin: new Admin(layout, blobs, repos, recency, evictor),
     ledger,
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');

@@ -2,7 +2,9 @@ import { nowSeconds } from './clock.js';
 import type { EvictionReport, Evictor } from './evictor.js';
 import { listReferences, type ReferenceInfo } from './inventory.js';
 import type { Recency } from './recency.js';
+import { verifyStore, type VerifyReport } from './verify.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import type { Layout } from '../storage/layout.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
 
 export interface Status {
@@ -24,14 +26,19 @@ export interface AdminApi {
   du(repoPrefix?: string): Promise<ReferenceInfo[]>;
   gc(dryRun: boolean): Promise<EvictionReport>;
   prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport>;
+  verify(repair: boolean): Promise<VerifyReport>;
 }
 
+/** `--repo org/` (as one writes a prefix) means `org`: prefixes match whole path components. */
+const normalisePrefix = (prefix: string | undefined) => prefix?.replace(/\/+$/, '') || undefined;
+
 /**
- * The operator's view and levers — status, du, gc, prune — over one opened store. The daemon serves it on
+ * The operator's view and levers — status, du, gc, prune, verify — over one opened store. The daemon serves it on
  * /admin/v1; the CLI calls the daemon when one runs, or opens the store itself when none does.
  */
 export class Admin implements AdminApi {
   constructor(
+    private readonly layout: Layout,
     private readonly blobs: BlobStore,
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
@@ -56,7 +63,7 @@ export class Admin implements AdminApi {
   }
 
   async du(repoPrefix?: string): Promise<ReferenceInfo[]> {
-    return listReferences(this.repos, this.blobs, this.recency, repoPrefix);
+    return listReferences(this.repos, this.blobs, this.recency, normalisePrefix(repoPrefix));
   }
 
   /** Collects garbage now (unreferenced blobs, untagged manifests past the grace window), and evicts down to the
@@ -69,6 +76,11 @@ export class Admin implements AdminApi {
   /** Removes references (and what only they keep) not used for `olderThanMs`, optionally under a repo prefix. */
   prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport> {
     const before = nowSeconds() - Math.floor(olderThanMs / 1000);
-    return this.evictor.run({ targetBytes: Infinity, reason: 'prune', dryRun, filter: { before, repoPrefix } });
+    return this.evictor.run({ targetBytes: Infinity, reason: 'prune', dryRun, filter: { before, repoPrefix: normalisePrefix(repoPrefix) } });
+  }
+
+  /** Re-hashes every blob and checks every manifest and tag; with `repair`, removes or quarantines what is wrong. */
+  verify(repair: boolean): Promise<VerifyReport> {
+    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair);
   }
 }

@@ -55,7 +55,7 @@ export interface EvictionTotals {
  */
 export class Evictor {
   readonly totals: EvictionTotals = { runs: 0, tags: 0, manifests: 0, blobs: 0, uploads: 0, bytesReclaimed: 0 };
-  private running: Promise<EvictionReport> | undefined;
+  private running: Promise<unknown> | undefined;
   private lastCheck = 0;
   private pendingCheck: NodeJS.Timeout | undefined;
 
@@ -127,9 +127,15 @@ export class Evictor {
   }
 
   /** One run at a time: a request while one is in progress waits for it, then runs its own. */
-  async run(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
+  run(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
+    return this.exclusive(() => this.execute(opts));
+  }
+
+  /** Runs `fn` in the slot of an eviction run: after the current run, and no run starts until `fn` is done
+   *  (verify's repairs, which remove things too). */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     while (this.running) await this.running.catch(() => undefined);
-    const p = this.execute(opts);
+    const p = fn();
     this.running = p;
     try {
       return await p;

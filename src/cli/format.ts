@@ -1,6 +1,7 @@
 import type { Status } from '../cache/admin.js';
 import type { EvictionReport } from '../cache/evictor.js';
 import type { ReferenceInfo } from '../cache/inventory.js';
+import type { Problem, VerifyReport } from '../cache/verify.js';
 
 export function humanBytes(n: number | null): string {
   if (n === null) return 'unbounded';
@@ -50,4 +51,34 @@ export function formatReport(r: EvictionReport): string {
     s.kind === 'tag' ? `  tag       ${s.repo}:${s.tag}` : s.kind === 'manifest' ? `  manifest  ${s.repo}@${s.digest}` : `  blob      ${s.digest} ${humanBytes(s.size)} (${s.reason})`,
   );
   return [head, ...steps].join('\n');
+}
+
+function describeProblem(p: Problem): string {
+  switch (p.kind) {
+    case 'blob-corrupt':
+      return `blob      ${p.digest}: content hashes to ${p.actual}`;
+    case 'blob-missing':
+      return `blob      ${p.digest}: indexed, but its file is gone`;
+    case 'manifest-incomplete':
+      return `manifest  ${p.repo}@${p.digest}: needs ${p.missing.join(', ')}, missing or corrupt`;
+    case 'record-unreadable':
+      return `record    ${p.file}: unreadable`;
+    case 'tag-dangling':
+      return `tag       ${p.repo}:${p.tag}: points at ${p.digest}, not a manifest of ${p.repo}`;
+  }
+}
+
+function describeRepair(p: Problem): string {
+  if (!p.repaired) return 'left alone: it changed meanwhile; run verify again';
+  if (p.movedTo) return `moved to ${p.movedTo}`;
+  return p.kind === 'manifest-incomplete' ? 'removed, with its tags' : p.kind === 'blob-missing' ? 'dropped from the index' : 'removed';
+}
+
+export function formatVerify(r: VerifyReport): string {
+  const c = r.checked;
+  const head = `checked ${c.blobs} blobs (${humanBytes(c.bytes)}), ${c.manifests} manifests, ${c.tags} tags: ${r.problems.length ? `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}` : 'no problems'}`;
+  const lines = r.problems.map((p) => `  ${describeProblem(p)}${r.repair ? `\n            → ${describeRepair(p)}` : ''}`);
+  if (r.problems.length && !r.repair) lines.push('run `buildcached verify --repair` to remove what is broken (corrupt blobs are moved to DATA/quarantine/)');
+  if (r.problems.some((p) => p.movedTo && p.repaired)) lines.push(`look at what is in ${r.quarantine}, then delete it`);
+  return [head, ...lines].join('\n');
 }

@@ -1,9 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
+import { DEFAULT_CONFIG_YAML } from './default-config.js';
 import { configSchema, type Config } from './schema.js';
-
-export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../config/default.yaml', import.meta.url));
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -34,16 +32,23 @@ async function readYaml(path: string): Promise<Tree> {
   } catch (e) {
     throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
   }
+  return parseLayer(text, `config file ${path}`);
+}
+
+function parseLayer(text: string, what: string): Tree {
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw new ConfigError(`config file ${path} is not valid YAML: ${(e as Error).message}`);
+    throw new ConfigError(`${what} is not valid YAML: ${(e as Error).message}`);
   }
   if (doc === null || doc === undefined) return {};
-  if (!isTree(doc)) throw new ConfigError(`config file ${path} must hold a mapping of keys`);
+  if (!isTree(doc)) throw new ConfigError(`${what} must hold a mapping of keys`);
   return doc;
 }
+
+/** The embedded defaults (config/default.yaml, compiled in), as a config layer. */
+export const defaultLayer = (): Tree => parseLayer(DEFAULT_CONFIG_YAML, 'the embedded config/default.yaml');
 
 /** The environment variables the daemon reads, as a config layer. */
 export function envLayer(env: NodeJS.ProcessEnv): Tree {
@@ -51,6 +56,7 @@ export function envLayer(env: NodeJS.ProcessEnv): Tree {
     listen: env.BUILDCACHED_LISTEN,
     workers: env.BUILDCACHED_WORKERS,
     storage: { dir: env.BUILDCACHED_DATA },
+    admin: { listen: env.BUILDCACHED_ADMIN_LISTEN, token: env.BUILDCACHED_ADMIN_TOKEN },
     log: { level: env.BUILDCACHED_LOG_LEVEL },
   };
 }
@@ -67,7 +73,7 @@ export interface LoadOptions {
 export async function loadConfig(opts: LoadOptions = {}): Promise<Config> {
   const env = opts.env ?? process.env;
   const file = opts.file ?? env.BUILDCACHED_CONFIG;
-  const layers = [await readYaml(DEFAULT_CONFIG_PATH)];
+  const layers = [defaultLayer()];
   if (file) layers.push(await readYaml(file));
   layers.push(envLayer(env), opts.overrides ?? {});
   return validateConfig(mergeLayers(...layers));

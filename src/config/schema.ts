@@ -12,9 +12,13 @@ const bytes = z.union([z.string(), z.number()]).transform((v, ctx) => {
 });
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const n = parseDuration(v);
+  const n = typeof v === 'string' ? parseDuration(v) : v === 0 ? 0 : undefined;
   if (n === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (examples: 30s, 15m, 24h, 7d)` });
+    const bare = typeof v === 'number' || /^\s*\d+(\.\d+)?\s*$/.test(v);
+    ctx.addIssue({
+      code: 'custom',
+      message: bare ? `"${v}" has no unit (write 60s, 15m, 24h or 7d)` : `"${v}" is not a duration (examples: 30s, 15m, 24h, 7d)`,
+    });
     return z.NEVER;
   }
   return n;
@@ -39,8 +43,15 @@ const fraction = z.number().gt(0).lt(1);
 /** A socket timer: 0 turns it off; Node's timers cannot go past 2^31 − 1 ms (about 24 days). */
 const timeout = duration.refine((n) => n <= 2 ** 31 - 1, 'must be at most 24d (0 turns it off)');
 
-const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 127.0.0.1:5000')
-  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0–65535');
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s/]+):\d{1,5}$/;
+const portInRange = (v: string) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535;
+
+const listen = z.string().regex(HOST_PORT, 'must be HOST:PORT, e.g. 127.0.0.1:5000').refine(portInRange, 'port must be 0–65535');
+
+/** "" (the unix socket DATA/admin.sock), unix:/ABSOLUTE/PATH, or HOST:PORT. */
+const adminListen = z
+  .string()
+  .refine((v) => v === '' || /^unix:\/\S+$/.test(v) || (HOST_PORT.test(v) && portInRange(v)), 'must be empty, unix:/ABSOLUTE/PATH or HOST:PORT');
 
 /** "auto" (one per core), or a count; strings from flags and env are accepted. */
 const workers = z.union([z.literal('auto'), z.number(), z.string().regex(/^\d+$/, 'must be a number or "auto"')]).transform((v, ctx) => {
@@ -85,6 +96,10 @@ export const configSchema = z.strictObject({
     keepAliveTimeout: timeout,
     maxConnections: z.number().int().min(1),
     maxBufferedManifestBytes: bytes,
+  }),
+  admin: z.strictObject({
+    listen: adminListen,
+    token: z.string().refine((t) => t === '' || (t.length >= 16 && !/\s/.test(t)), 'must be empty or 16 or more characters without spaces'),
   }),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),

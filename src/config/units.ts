@@ -27,9 +27,14 @@ export function parseBytes(v: string | number): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
-/** "24h", "15m", "7d", or milliseconds as a number → milliseconds; undefined when it is not a duration. */
-export function parseDuration(v: string | number): number | undefined {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v : undefined;
+/**
+ * "24h", "15m", "7d", "500ms" → milliseconds; undefined when it is not a duration. A bare number other than 0 is not
+ * one: whether `60` means seconds or milliseconds is exactly what a reader of a config file cannot tell.
+ */
+export function parseDuration(v: string): number | undefined {
+  // Zero is zero in any unit ("0 turns it off").
+  if (/^\s*0+\s*$/.test(v)) return 0;
+  if (!/[a-z]\s*$/i.test(v)) return undefined;
   let n: number | undefined;
   try {
     n = ms(v as ms.StringValue) as number | undefined;

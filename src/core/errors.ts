@@ -25,7 +25,9 @@ export type ErrorCode =
   | 'UPLOAD_TOO_LARGE'
   | 'STORAGE_FULL'
   /** The budget has no room that eviction could make (unlike STORAGE_FULL, the disk itself is not full). */
-  | 'NO_ROOM';
+  | 'NO_ROOM'
+  /** A missing or malformed parameter of an admin call (the admin API is not OCI's and has no code of its own). */
+  | 'PARAMETER_INVALID';
 
 export class OciError extends Error {
   constructor(

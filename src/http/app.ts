@@ -11,15 +11,11 @@ import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/u
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
-import { adminRoutes } from './routes/admin.js';
-import type { AdminApi } from '../cache/admin.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
   /** Manifest bodies this process holds in memory at once (http.maxBufferedManifestBytes). */
   maxBufferedManifestBytes: number;
-  /** The operator API under /admin/v1 (status, du, gc, prune); absent in tests that do not need it. */
-  admin?: AdminApi;
 }
 
 /**
@@ -63,7 +59,6 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.set('query parser', 'simple');
   app.use(requestLog(log));
   app.use(healthRoutes());
-  if (opts.admin) app.use(adminRoutes(opts.admin));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();

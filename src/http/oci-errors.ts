@@ -27,6 +27,7 @@ const STATUS: Record<ErrorCode, number> = {
   UPLOAD_TOO_LARGE: 413,
   STORAGE_FULL: 507,
   NO_ROOM: 507,
+  PARAMETER_INVALID: 400,
 };
 
 /**
@@ -59,7 +60,9 @@ function errorBody(code: string, message: string, detail: unknown = null): strin
 
 export function sendError(res: Response, err: OciError): void {
   const status = STATUS[err.code];
-  res.locals.errorCode = err.code;
+  const code = wireCode(err.code);
+  // The log says what the client was told.
+  res.locals.errorCode = code;
   if (res.headersSent) {
     // The response is already streaming: the only honest signal left is to cut the connection.
     res.destroy(err);
@@ -74,7 +77,9 @@ export function sendError(res: Response, err: OciError): void {
     res.set('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
   }
   if (err.code === 'TOOMANYREQUESTS') res.set('Retry-After', String(RETRY_AFTER_SECONDS));
-  res.end(errorBody(wireCode(err.code), err.message, err.detail));
+  const body = errorBody(code, err.message, err.detail);
+  res.set('Content-Length', String(Buffer.byteLength(body)));
+  res.end(body);
 }
 
 /**
@@ -168,7 +173,8 @@ export const notFound: RequestHandler = (req, res, next) => {
   const code = unknownCode(req.path);
   if (code) return next(new OciError(code, 'no such resource'));
   res.locals.errorCode = 'UNSUPPORTED';
-  res.status(404).set('Content-Type', 'application/json').end(errorBody('UNSUPPORTED', 'no such endpoint'));
+  const body = errorBody('UNSUPPORTED', 'no such endpoint');
+  res.status(404).set({ 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }).end(body);
 };
 
 /** Express error middleware: OCI errors as such, anything else as a logged 500 that reveals nothing internal. */

@@ -1,6 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { AdminApi } from '../cache/admin.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { Registry } from '../registry/registry.js';
@@ -16,12 +15,12 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-function splitListen(listen: string): { host: string; port: number } {
+export function splitListen(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(':');
   return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
 }
 
-function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+export function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
   return new Promise((ok, fail) => {
     const onError = (e: NodeJS.ErrnoException) => {
       const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
@@ -35,12 +34,11 @@ function listen(server: Server, host: string, port: number): Promise<AddressInfo
   });
 }
 
-/** Serves the registry (and the admin API) over HTTP on the configured address. */
-export async function serveHttp(config: Config, registry: Registry, admin: AdminApi, log: Logger): Promise<HttpServer> {
+/** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
+export async function serveHttp(config: Config, registry: Registry, log: Logger): Promise<HttpServer> {
   const app = createApp(registry, log, {
     maxManifestBytes: config.registry.maxManifestBytes,
     maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
-    admin,
   });
   const server = createHttpServer(app, config.http, { processes: config.workers, log });
   const { host, port } = splitListen(config.listen);

@@ -4,7 +4,7 @@ import type { ErrorCode } from '../core/errors.js';
 
 /**
  * What the primary and worker processes tell each other over the cluster IPC channel.
- * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin operations.
+ * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin listener.
  */
 
 /** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full. */
@@ -21,11 +21,7 @@ export type AdminOp =
   /** A change this worker committed: answered once every process applied it. */
   | { op: 'publish'; event: StoreEvent }
   /** A write-gate question (session lock, caps, room in the budget), answered from the primary's ledger. */
-  | { op: 'ledger'; req: LedgerRequest }
-  | { op: 'status' }
-  | { op: 'du'; repoPrefix?: string }
-  | { op: 'gc'; dryRun: boolean }
-  | { op: 'prune'; olderThanMs: number; repoPrefix?: string; dryRun: boolean };
+  | { op: 'ledger'; req: LedgerRequest };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */

@@ -1,15 +1,14 @@
 import cluster, { type Worker } from 'node:cluster';
 import { resolve } from 'node:path';
-import type { AdminApi } from '../cache/admin.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
-import { recordOwner } from '../storage/data-dir.js';
 import type { StoreEvent, Verdict } from '../storage/events.js';
 import { Layout } from '../storage/layout.js';
+import { serveAdmin, type AdminServer } from '../http/admin-server.js';
 import { ListenError } from '../http/server.js';
 import { openStore, type OpenedStore } from '../store.js';
-import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
-import { lockDataDir, type Running } from './single.js';
+import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
+import { announce, lockDataDir, type Running } from './single.js';
 import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
 
@@ -36,22 +35,9 @@ function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
   }
 }
 
-function runAdmin(admin: AdminApi, call: Exclude<AdminOp, { op: 'reserve' | 'publish' | 'ledger' }>): Promise<unknown> {
-  switch (call.op) {
-    case 'status':
-      return admin.status();
-    case 'du':
-      return admin.du(call.repoPrefix);
-    case 'gc':
-      return admin.gc(call.dryRun);
-    case 'prune':
-      return admin.prune(call.olderThanMs, call.repoPrefix, call.dryRun);
-  }
-}
-
 /**
  * The primary of `serve --workers N`: takes the data-dir lock, cleans up and loads the store, runs recency,
- * eviction and upload expiry, and forks N workers that serve HTTP on one shared port. It relays every index change
+ * eviction, upload expiry and the admin listener, and forks N workers that serve HTTP on one shared port. It relays every index change
  * a worker commits to the other workers (and its own evictor's changes to all), so each process's in-memory
  * index follows the disk; a worker that dies is replaced and its temp files removed.
  */
@@ -59,9 +45,18 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   const layout = new Layout(resolve(config.storage.dir));
   const release = await lockDataDir(layout, log);
   let store: OpenedStore;
+  let admin: AdminServer;
   try {
     store = await openStore(config, log);
   } catch (e) {
+    await release();
+    throw e;
+  }
+  try {
+    // Admin operations run here, where the evictor and recency live: no worker is involved.
+    admin = await serveAdmin(config, layout, store.admin, log);
+  } catch (e) {
+    await store.close();
     await release();
     throw e;
   }
@@ -137,13 +132,11 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
         } else if (call.op === 'ledger') {
           answer = store.ledger.handle(call.req, holder);
-        } else if (call.op === 'reserve') {
+        } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
             return r.missing;
           });
-        } else {
-          answer = runAdmin(store.admin, call);
         }
         answer.then(
           (value) => post(w, { kind: 'reply', id: msg.id, ok: true, value }),
@@ -177,7 +170,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (stopping) return;
       // Before the daemon listens, a worker's death is a start-up error (it printed why): do not loop on it.
       if (!started) return onFailedStart(new ListenError(`a worker could not start (exit code ${code}); its reason is above`));
-      log.error({ pid, code, signal }, 'worker exited unexpectedly; starting a new one');
+      // `workerPid`: every line already carries the primary's own `pid`.
+      log.error({ workerPid: pid, code, signal }, 'worker exited unexpectedly; starting a new one');
       // Not unref'd: with every worker gone this timer is what keeps the primary alive to replace them.
       setTimeout(() => stopping || fork(), 500);
     });
@@ -193,18 +187,19 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   } catch (e) {
     stopping = true;
     for (const w of live) w.kill();
+    await admin.close();
     await store.close();
     await release();
     throw e;
   }
   store.startBackground();
-  await recordOwner(layout, { url });
-  log.info({ url, dataDir: layout.root, workers }, `listening on ${url}`);
+  await announce(layout, log, url, admin, workers);
 
   return {
     url,
     close: async () => {
       stopping = true;
+      await admin.close();
       const exited = [...live].map((w) => new Promise<void>((done) => (w.isDead() ? done() : w.once('exit', () => done()))));
       for (const w of live) {
         if (serving.has(w)) post(w, { kind: 'shutdown' });

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
+import { serveAdmin, type AdminServer } from '../http/admin-server.js';
 import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
@@ -19,26 +20,36 @@ export function lockDataDir(layout: Layout, log: Logger): Promise<() => Promise<
   });
 }
 
-/** The whole daemon in one process: lock, store, background work and HTTP. */
+/** Records where the daemon answers (DATA/daemon.json, for the CLI) and says that it is up. */
+export async function announce(layout: Layout, log: Logger, url: string, admin: AdminServer, workers: number): Promise<void> {
+  await recordOwner(layout, { url, adminUrl: admin.url, ...(admin.token ? { adminToken: admin.token } : {}) });
+  log.info({ url, adminUrl: admin.url, dataDir: layout.root, workers }, `listening on ${url}`);
+}
+
+/** The whole daemon in one process: lock, store, background work, HTTP and the admin listener. */
 export async function startSingle(config: Config, log: Logger): Promise<Running> {
   const layout = new Layout(resolve(config.storage.dir));
   const release = await lockDataDir(layout, log);
+  /** What to undo, last first, should start-up fail half-way. */
+  const opened: Array<() => Promise<void>> = [release];
   try {
     const store = await openStore(config, log);
-    const http = await serveHttp(config, store.registry, store.admin, log);
+    const admin = await serveAdmin(config, layout, store.admin, log);
+    opened.push(admin.close);
+    const http = await serveHttp(config, store.registry, log);
     store.startBackground();
-    await recordOwner(layout, { url: http.url });
-    log.info({ url: http.url, dataDir: layout.root, workers: 1 }, `listening on ${http.url}`);
+    await announce(layout, log, http.url, admin, 1);
     return {
       url: http.url,
       close: async () => {
+        await admin.close();
         await http.close();
         await store.close();
         await release();
       },
     };
   } catch (e) {
-    await release();
+    for (const undo of opened.reverse()) await undo();
     throw e;
   }
 }

@@ -1,7 +1,4 @@
 import type { Config } from '../config/schema.js';
-import type { AdminApi, Status } from '../cache/admin.js';
-import type { EvictionReport } from '../cache/evictor.js';
-import type { ReferenceInfo } from '../cache/inventory.js';
 import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheHooks, Reservation } from '../registry/registry.js';
@@ -97,28 +94,12 @@ class ForwardingHooks implements CacheHooks {
   }
 }
 
-/** Admin calls answered by the primary, which owns recency and the evictor. */
-class RemoteAdmin implements AdminApi {
-  constructor(private readonly channel: PrimaryChannel) {}
-
-  private async call<T>(call: AdminOp): Promise<T> {
-    return (await this.channel.call<T>(call)).value;
-  }
-
-  status = () => this.call<Status>({ op: 'status' });
-  du = (repoPrefix?: string) => this.call<ReferenceInfo[]>({ op: 'du', repoPrefix });
-  gc = (dryRun: boolean) => this.call<EvictionReport>({ op: 'gc', dryRun });
-  prune = (olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean) =>
-    this.call<EvictionReport>({ op: 'prune', olderThanMs, repoPrefix, dryRun });
-}
-
 /** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */
 export async function runWorker(configured: Config, log: Logger): Promise<void> {
   const listen = process.env[WORKER_LISTEN_ENV];
   const config = listen ? { ...configured, listen } : configured;
   const channel = new PrimaryChannel();
   const hooks = new ForwardingHooks(channel, config.storage.pushGraceSeconds);
-  const admin = new RemoteAdmin(channel);
   let stopping = false;
   let stop: () => void = () => {
     stopping = true; // asked to stop before serving: do it as soon as the server is up
@@ -158,7 +139,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, admin, log);
+  const http = await serveHttp(config, registry, log);
   stop = () => {
     stopping = true;
     void http.close().then(() => {

@@ -4,7 +4,7 @@ import type { Readable, Writable } from 'node:stream';
 import { sendFile } from './send-file.js';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, tryParseDigest, type Digest } from '../core/digest.js';
-import { fsyncDir, storageError, unlinkIfExists, writeFileAtomic, writeStream } from './fs-util.js';
+import { fsyncDir, moveIfExists, storageError, unlinkIfExists, writeFileAtomic, writeStream } from './fs-util.js';
 import type { DigestTable } from './digest-table.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
@@ -326,9 +326,10 @@ export class BlobStore {
    * that references it without uploading it) keeps it: the removal is undone everywhere and this returns false.
    * The unlink is not fsynced: should a crash undo it, the blob comes back as a complete, verified file that no
    * manifest references (those went, durably, before it), which the next collection removes again. Syncing each
-   * blob's directory made a large prune take minutes.
+   * blob's directory made a large prune take minutes. With `moveTo` (verify's quarantine) the file is moved there
+   * instead of unlinked.
    */
-  async delete(d: Digest, opts: { eviction?: boolean } = {}): Promise<boolean> {
+  async delete(d: Digest, opts: { eviction?: boolean; moveTo?: string } = {}): Promise<boolean> {
     const size = this.table.size(d.value);
     const used = this.table.used(d.value);
     this.removals++;
@@ -349,7 +350,8 @@ export class BlobStore {
         }
         return false;
       }
-      const removed = await unlinkIfExists(this.layout.blobPath(d));
+      const path = this.layout.blobPath(d);
+      const removed = opts.moveTo ? await moveIfExists(path, opts.moveTo) : await unlinkIfExists(path);
       await this.listener?.({ type: 'blob-unlinked', digest: d.value });
       return removed;
     })();

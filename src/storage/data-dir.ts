@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
 import { errnoCode } from '../core/errors.js';
 import type { Layout } from './layout.js';
@@ -55,14 +55,22 @@ export async function acquireDataDir(layout: Layout, onCompromised: (err: Error)
   };
 }
 
-/** Who holds the data directory, and where its HTTP API answers (once it listens). */
+/** Who holds the data directory, and where it answers once it listens: the registry and the admin API. */
 export interface Owner {
   pid: number;
   url?: string;
+  /** `unix:/path` or `http://host:port`. */
+  adminUrl?: string;
+  /** Present when the admin API needs a bearer token: why the file is readable by its owner only. */
+  adminToken?: string;
 }
 
-export async function recordOwner(layout: Layout, info: { url?: string }): Promise<void> {
-  await writeFile(layout.pidFile, `${JSON.stringify({ pid: process.pid, ...info })}\n`);
+/** Replaced atomically (a reader never sees half of it) and created mode 0600, since it may hold the admin token. */
+export async function recordOwner(layout: Layout, info: Omit<Owner, 'pid'>): Promise<void> {
+  const tmp = `${layout.pidFile}.${process.pid}.tmp`;
+  await rm(tmp, { force: true });
+  await writeFile(tmp, `${JSON.stringify({ pid: process.pid, ...info })}\n`, { mode: 0o600 });
+  await rename(tmp, layout.pidFile);
 }
 
 export async function readOwner(layout: Layout): Promise<Owner | undefined> {

@@ -49,6 +49,18 @@ export async function unlinkIfExists(path: string): Promise<boolean> {
   }
 }
 
+/** Moves a file (same filesystem) to `dest`, creating its folder; a file that is already gone is not an error. */
+export async function moveIfExists(path: string, dest: string): Promise<boolean> {
+  await mkdir(dirname(dest), { recursive: true });
+  try {
+    await rename(path, dest);
+    return true;
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw e;
+  }
+}
+
 /**
  * Writes small content so that `path` holds either the old or the new bytes after a crash, never a mix:
  * temp file in `tmpDir` (same filesystem), fsync, rename over, fsync the directory.

@@ -27,8 +27,8 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanup, sleep } from '../helpers/daemon.js';
-import { MT, RegistryClient, request, sha256, type StreamedResponse } from '../helpers/registry-client.js';
-import { KiB, checkStore, gc, makeRef, manifestBlobs, startCache, status, type PushedRef } from '../helpers/cache-helpers.js';
+import { MT, RegistryClient, sha256, type StreamedResponse } from '../helpers/registry-client.js';
+import { KiB, adminRequest, checkStore, gc, makeRef, manifestBlobs, startCache, status, type PushedRef } from '../helpers/cache-helpers.js';
 import { listDir } from '../helpers/store.js';
 
 /** STORM_SECONDS (default 20) and STORM_WORKERS (default 2) tune the run. */
@@ -198,10 +198,10 @@ describe('cache storm', () => {
     const operator = async () => {
       while (Date.now() < deadline) {
         await sleep(2000);
-        const r = await timed('POST gc', request('POST', `${d.url}/admin/v1/gc`));
+        const r = await timed('POST gc', adminRequest(d.admin, 'POST', '/admin/v1/gc'));
         if (r && r.status !== 200) fail(`POST /admin/v1/gc: ${r.status} ${r.body.toString().slice(0, 200)}`);
         else if (r) stats.gcRuns++;
-        const s = await timed('GET status', request('GET', `${d.url}/admin/v1/status`));
+        const s = await timed('GET status', adminRequest(d.admin, 'GET', '/admin/v1/status'));
         if (s && s.status !== 200) fail(`GET /admin/v1/status: ${s.status}`);
         const used = s?.status === 200 ? (JSON.parse(s.body.toString()) as { bytesUsed: number }).bytesUsed : 0;
         if (used > BUDGET) fail(`usage ${used} passed the ${BUDGET} budget`);

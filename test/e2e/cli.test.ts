@@ -4,13 +4,14 @@
  * SIGTERM, and upload sessions that survive a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import http from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MiB } from '../helpers/content.js';
-import { cleanup, makeTempDir, runDaemonExpectingFailure, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
+import { REPO_ROOT, cleanup, makeTempDir, runDaemonExpectingFailure, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
+import { cliJson, nextSecond, pushRef, randomLayers, runCli, startCache, type ReportJson } from '../helpers/cache-helpers.js';
 import { RegistryClient, request, sha256, streamingRequest } from '../helpers/registry-client.js';
 
 /** A port that was free a moment ago (bind :0, read, close). */
@@ -294,3 +295,137 @@ describe('buildcached serve: lifecycle', () => {
     await mkdir(dir, { recursive: true });
   }, 30_000);
 });
+
+describe('admin commands: what an operator runs into', () => {
+  afterEach(cleanup);
+
+  it('status, du, gc and prune on a directory that holds no store say so, exit non-zero and create nothing', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    const typo = join(dir, 'dta');
+    const empty = join(dir, 'empty');
+    await mkdir(empty);
+    for (const target of [typo, empty]) {
+      for (const cmd of [['status'], ['du'], ['gc', '--dry-run'], ['prune', '--older-than', '7d']]) {
+        const r = await runCli([...cmd, '--data', target]);
+        expect(r.code, `${cmd[0]} on ${target}: ${r.stdout}`).not.toBe(0);
+        expect(r.stderr).toContain(`no buildcached store in ${target}`);
+        expect(r.stderr, 'a stack trace instead of a message').not.toMatch(/\n\s+at .+:\d+:\d+/);
+      }
+    }
+    await expect(stat(typo)).rejects.toThrow(/ENOENT/);
+    expect(await readdir(empty)).toEqual([]);
+  }, 60_000);
+
+  it('--repo org/ (with the slash) means the repositories under org, in du and prune, with and without a daemon', async () => {
+    const d = await startCache({ maxBytes: 100 * MiB, pushGraceSeconds: 1 });
+    await pushRef(d.client, 'org/app', 'main', randomLayers([1000]));
+    await pushRef(d.client, 'other/app', 'main', randomLayers([1000]));
+    await nextSecond();
+    const data = ['--data', d.dataDir];
+    const check = async () => {
+      for (const prefix of ['org', 'org/', 'org//']) {
+        const du = await cliJson<Array<{ repo: string; tag?: string }>>(['du', '--repo', prefix, ...data]);
+        expect(du.map((r) => `${r.repo}:${r.tag}`), `du --repo ${prefix}`).toEqual(['org/app:main']);
+        const dry = await cliJson<ReportJson>(['prune', '--older-than', '1ms', '--repo', prefix, '--dry-run', ...data]);
+        expect(dry.steps.filter((s) => s.kind === 'tag').map((s) => `${s.repo}:${s.tag}`), `prune --repo ${prefix}`).toEqual(['org/app:main']);
+      }
+    };
+    await check();
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    await check();
+  }, 60_000);
+
+  it('a daemon that does not answer: one line naming it and the address, no stack trace', async () => {
+    const port = await freePort(); // free: nothing answers there
+    for (const adminUrl of [`http://127.0.0.1:${port}`, 'unix:/nonexistent/admin.sock']) {
+      const data = join(await makeTempDir('buildcached-cli-'), 'data');
+      await mkdir(join(data, 'blobs'), { recursive: true });
+      // A live pid (this test runner), so the CLI takes the daemon for running.
+      await writeFile(join(data, 'daemon.json'), JSON.stringify({ pid: process.pid, url: `http://127.0.0.1:${port}`, adminUrl }));
+      const r = await runCli(['status', '--data', data]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(`pid ${process.pid}`);
+      expect(r.stderr).toContain(adminUrl);
+      expect(r.stderr).toMatch(/ECONNREFUSED|ENOENT/);
+    }
+  });
+
+  it('--version prints the package version; health answers for a running daemon only', async () => {
+    const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    const v = await runCli(['--version']);
+    expect([v.code, v.stdout.trim()]).toEqual([0, pkg.version]);
+
+    const d = await startDaemon({ args: ['--workers', '2'] });
+    const ok = await runCli(['health', '--data', d.dataDir]);
+    expect([ok.code, ok.stdout.trim()]).toEqual([0, 'ok']);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    const gone = await runCli(['health', '--data', d.dataDir]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain(`no daemon runs on ${d.dataDir}`);
+  }, 60_000);
+});
+
+describe('buildcached serve: log lines', () => {
+  afterEach(cleanup);
+
+  it('a worker that dies is logged once, as workerPid beside the primary\'s own pid', async () => {
+    const d = await startDaemon({ args: ['--workers', '2'] });
+    const [victim] = d.workers();
+    process.kill(victim!, 'SIGKILL'); // a worker this test's daemon forked
+    let raw = '';
+    for (let i = 0; i < 100 && !raw; i++) {
+      raw = d.logs().split('\n').find((l) => l.includes('worker exited unexpectedly')) ?? '';
+      if (!raw) await sleep(50);
+    }
+    expect(raw, d.logs()).not.toBe('');
+    // JSON.parse keeps the last of two equal keys silently: count them in the raw line.
+    expect(raw.match(/"pid":/g)).toHaveLength(1);
+    expect(JSON.parse(raw)).toMatchObject({ pid: d.pid, workerPid: victim, signal: 'SIGKILL' });
+    await stopOk(d);
+  }, 30_000);
+});
+
+describe('buildcached serve: the budget against the disk', () => {
+  afterEach(cleanup);
+
+  const warning = (d: Daemon) => d.logLines().find((l) => typeof l.msg === 'string' && l.msg.startsWith('storage.maxBytes'));
+
+  it('a budget above what is free plus what the store holds is said at start-up; one that fits is not', async () => {
+    // 100% of a filesystem that holds anything else (the OS, this repository) is more than is free.
+    const over = await startDaemon({ env: {}, args: ['--config', await writeConfig(await makeTempDir('buildcached-cli-'), 'c.yaml', 'storage:\n  maxBytes: 100%\n')] });
+    expect(warning(over), over.logs()).toMatchObject({ level: 40 });
+    expect(String(warning(over)?.msg)).toContain("100% of the filesystem's size");
+    await stopOk(over);
+    const fits = await startDaemon({ args: ['--config', await writeConfig(await makeTempDir('buildcached-cli-'), 'c.yaml', 'storage:\n  maxBytes: 1MiB\n')] });
+    expect(warning(fits)).toBeUndefined();
+    await stopOk(fits);
+  }, 30_000);
+});
+
+describe('admin commands: whose store it is', () => {
+  afterEach(cleanup);
+
+  it.skipIf(process.getuid?.() !== 0)('as root, a stopped store of another user is left alone; its daemon.json is not readable by others', async () => {
+    const d = await startDaemon();
+    // Another user's daemon: its daemon.json (0600) is unreadable to that other user… (checked as uid 65534)
+    const asNobody = await runCli(['status', '--data', d.dataDir], 30_000, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--']);
+    expect(asNobody.code).toBe(1);
+    expect(asNobody.stderr).toMatch(/cannot read .*daemon\.json: permission denied/);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    // …and root does not write into a stopped store that belongs to someone else.
+    await chownTree(d.dataDir, 65534);
+    const r = await runCli(['gc', '--data', d.dataDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${d.dataDir} belongs to uid 65534`);
+    expect(r.stderr).toContain('sudo -u');
+  }, 30_000);
+});
+
+async function chownTree(dir: string, uid: number): Promise<void> {
+  await chown(dir, uid, uid);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) await chownTree(join(dir, e.name), uid);
+    else await chown(join(dir, e.name), uid, uid);
+  }
+}

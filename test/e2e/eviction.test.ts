@@ -20,6 +20,7 @@ import { request, sha256 } from '../helpers/registry-client.js';
 import {
   KiB,
   admin,
+  adminRequest,
   blobStatus,
   checkStore,
   cliJson,
@@ -238,8 +239,8 @@ describe('push grace window', () => {
   });
 
   it('with two workers, a HEAD answered just before an eviction keeps its blob: the worker refuses the removal', async () => {
-    // A worker tells the primary of its HEADs in 20 ms batches, so a gc asked right after a HEAD, through the same
-    // worker (same connection), is planned before the primary knows the blob was probed. The worker that answered
+    // A worker tells the primary of its HEADs in 20 ms batches, so a gc asked right after a HEAD (on the admin
+    // socket, which the primary serves itself) is planned before the primary knows the blob was probed. The worker that answered
     // the HEAD refuses the blob's removal. Tried up to five times: on a slow machine the batch may arrive first,
     // and the plan then leaves the blob alone by itself.
     const d = await startCache({ maxBytes: 64 * MiB, pushGraceSeconds: 1, workers: 2 });
@@ -252,7 +253,7 @@ describe('push grace window', () => {
         await putBlob(d.client, 'race/app', blob);
         await sleep(2100); // unreferenced and past the grace window: gc takes it unless something protects it
         expect((await request('HEAD', `${d.url}/v2/race/app/blobs/${digest}`, { agent })).status).toBe(200);
-        const res = await request('POST', `${d.url}/admin/v1/gc`, { agent });
+        const res = await adminRequest(d.admin, 'POST', '/admin/v1/gc');
         expect(res.status).toBe(200);
         const report = JSON.parse(res.body.toString('utf8')) as ReportJson;
         // Planned or not, the probed blob stays, whole.
@@ -492,7 +493,7 @@ describe('upload sessions and eviction', () => {
     const orphan = randomBytes(10 * KiB);
     await putBlob(d.client, 'sweep/x', orphan);
     await sleep(2100);
-    const res = await request('POST', `${d.url}/admin/v1/gc`);
+    const res = await adminRequest(d.admin, 'POST', '/admin/v1/gc');
     expect(res.status, res.body.toString()).toBe(200);
     expect((JSON.parse(res.body.toString()) as ReportJson).removed.blobs).toBe(1);
     expect(await blobStatus(d.client, 'sweep/x', sha256(orphan))).toBe(404);
@@ -529,6 +530,10 @@ describe('crash during eviction', () => {
     const again = await startCache({ maxBytes: 1024 * MiB, pushGraceSeconds: 1, dataDir: d.dataDir, configPath: d.configPath }, { retryWhileLockedMs: 45_000 });
     const counts = await checkStore(again.dataDir, again.client, { expectEmptyTmp: true });
     expect(counts.tags).toBe(left);
+    // The daemon's own check agrees: the README's crash-safety claim, as `buildcached verify` checks it.
+    const verified = await cliJson<{ problems: unknown[]; checked: { tags: number } }>(['verify', '--data', again.dataDir]);
+    expect(verified.problems).toEqual([]);
+    expect(verified.checked.tags).toBe(left);
     // What the interrupted run left unreferenced is garbage for the next gc, and nothing referenced goes.
     await sleep(1100);
     await gc(again.url);

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DAEMON_MAIN, REPO_ROOT, makeTempDir, sleep, startDaemon, track, type Daemon, type DaemonOptions } from './daemon.js';
+import { DAEMON_MAIN, REPO_ROOT, adminEndpointOf, makeTempDir, sleep, startDaemon, track, type AdminEndpoint, type Daemon, type DaemonOptions } from './daemon.js';
 import { MT, RegistryClient, imageManifest, request, sha256, type StreamedResponse } from './registry-client.js';
 import { errno } from './errors.js';
 import { hashFile } from './oci-image.js';
@@ -143,9 +143,16 @@ export async function blobStatus(c: RegistryClient, repo: string, digest: string
   return (await c.headBlob(repo, digest)).status;
 }
 
-/** Calls the admin API; throws unless 200. */
+/** One request to a daemon's admin listener (a unix socket by default, or TCP with its token). */
+export function adminRequest(endpoint: AdminEndpoint, method: string, path: string): Promise<StreamedResponse> {
+  const headers: Record<string, string> = endpoint.token ? { Authorization: `Bearer ${endpoint.token}` } : {};
+  if (endpoint.url.startsWith('unix:')) return request(method, `http://localhost${path}`, { socketPath: endpoint.url.slice('unix:'.length), headers });
+  return request(method, `${endpoint.url}${path}`, { headers });
+}
+
+/** Calls the admin API of the daemon serving the registry at `base`; throws unless 200. */
 export async function admin<T = Record<string, unknown>>(base: string, method: 'GET' | 'POST', path: string): Promise<T> {
-  const res = await request(method, `${base}${path}`);
+  const res = await adminRequest(adminEndpointOf(base), method, path);
   if (res.status !== 200) throw new Error(`${method} ${path}: HTTP ${res.status} ${res.body.toString().slice(0, 400)}`);
   return JSON.parse(res.body.toString('utf8')) as T;
 }
@@ -171,12 +178,14 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `buildcached <args>` (dist/main.js) to completion. Tracked, so cleanup() kills it if it hangs. */
-export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+/** Runs `buildcached <args>` (dist/main.js) to completion, behind `wrapper` (e.g. setpriv) when given. Tracked, so
+ *  cleanup() kills it if it hangs. */
+export function runCli(args: string[], timeoutMs = 30_000, wrapper: string[] = []): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUILDCACHED_')) env[k] = v;
-    const p = track(spawn(process.execPath, [DAEMON_MAIN, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const [cmd, ...rest] = [...wrapper, process.execPath, DAEMON_MAIN, ...args];
+    const p = track(spawn(cmd!, rest, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '';
     let stderr = '';
     p.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,8 +47,16 @@ export interface DaemonOptions {
   retryWhileLockedMs?: number;
 }
 
+/** Where a daemon's admin API answers (`unix:/path` or `http://127.0.0.1:PORT`) and the token it wants, if any. */
+export interface AdminEndpoint {
+  url: string;
+  token?: string;
+}
+
 export interface Daemon {
   url: string;
+  /** From DATA/daemon.json, as the CLI finds it. */
+  admin: AdminEndpoint;
   /** `127.0.0.1:PORT`, as skopeo/buildah want it. */
   hostPort: string;
   port: number;
@@ -77,6 +85,15 @@ export interface Daemon {
 }
 
 const running = new Set<ChildProcess>();
+/** Admin endpoints of the daemons started here, by registry URL: tests name a daemon by its URL. */
+const adminEndpoints = new Map<string, AdminEndpoint>();
+
+/** The admin endpoint of the daemon (started by these helpers) that serves the registry at `url`. */
+export function adminEndpointOf(url: string): AdminEndpoint {
+  const e = adminEndpoints.get(url);
+  if (!e) throw new Error(`no daemon started by the test helpers serves ${url}`);
+  return e;
+}
 const tempDirs = new Set<string>();
 const cleanups: Array<() => Promise<void> | void> = [];
 
@@ -275,6 +292,12 @@ async function startOnce(opts: DaemonOptions, dataDir: string): Promise<Daemon> 
   });
 
   const url = String(listening.url);
+  const dataDirSeen = typeof listening.dataDir === 'string' ? listening.dataDir : dataDir;
+  // daemon.json is written before the "listening on" line.
+  const owner = JSON.parse(await readFile(join(dataDirSeen, 'daemon.json'), 'utf8')) as { adminUrl: string; adminToken?: string };
+  const admin: AdminEndpoint = { url: owner.adminUrl, ...(owner.adminToken ? { token: owner.adminToken } : {}) };
+  adminEndpoints.set(url, admin);
+  void exited.then(() => adminEndpoints.get(url) === admin && adminEndpoints.delete(url));
   const workerCount = typeof listening.workers === 'number' ? listening.workers : 1;
   if (opts.waitForWorkers !== false && workerCount > 1) await waitForAllWorkers(url, workerCount, () => out, exited);
   const u = new URL(url);
@@ -288,9 +311,10 @@ async function startOnce(opts: DaemonOptions, dataDir: string): Promise<Daemon> 
   const logs = () => out;
   const daemon: Daemon = {
     url,
+    admin,
     hostPort: `${u.hostname}:${port}`,
     port,
-    dataDir: typeof listening.dataDir === 'string' ? listening.dataDir : dataDir,
+    dataDir: dataDirSeen,
     proc,
     pid: proc.pid!,
     logs,

@@ -23,6 +23,8 @@ export interface RequestOptions {
   agent?: http.Agent;
   /** When false, the response body is discarded as it streams (large GETs); `sha256` still covers it. */
   keepBody?: boolean;
+  /** Connect to this unix socket (the daemon's admin listener) instead of the URL's host and port. */
+  socketPath?: string;
 }
 
 export interface StreamedResponse extends Response {
@@ -41,7 +43,7 @@ function isReadableLike(b: Body): b is Readable | AsyncIterable<Buffer> {
 export function request(method: string, url: string, opts: RequestOptions = {}): Promise<StreamedResponse> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
-    if (u.hostname !== '127.0.0.1') {
+    if (!opts.socketPath && u.hostname !== '127.0.0.1') {
       reject(new Error(`refusing to send test traffic to ${u.hostname}: loopback only`));
       return;
     }
@@ -51,7 +53,13 @@ export function request(method: string, url: string, opts: RequestOptions = {}):
       headers['Content-Length'] = Buffer.byteLength(body);
     }
     const req = http.request(
-      { method, hostname: u.hostname, port: u.port, path: u.pathname + u.search, headers, agent: opts.agent ?? false },
+      {
+        method,
+        ...(opts.socketPath ? { socketPath: opts.socketPath } : { hostname: u.hostname, port: u.port }),
+        path: u.pathname + u.search,
+        headers,
+        agent: opts.agent ?? false,
+      },
       (res) => {
         const hash = createHash('sha256');
         const chunks: Buffer[] = [];

@@ -44,7 +44,6 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.repo = name;
     const ref = parseReference(String(req.params[1]));
     const body = await readLimited(req, res, maxManifestBytes, buffers);
-    res.locals.bytesIn = body.length;
     const record = await registry.putManifest(name, ref, body, req.headers['content-type']);
     res.status(201).set({
       Location: `/v2/${name}/manifests/${record.digest}`,

@@ -54,8 +54,7 @@ export function uploadRoutes(registry: Registry): Router {
     const digest = queryDigest(req, 'digest');
     if (digest && !mount) {
       // Monolithic upload: the whole blob in this request.
-      const size = await registry.putBlob(req, digest, contentLength(req));
-      res.locals.bytesIn = size;
+      await registry.putBlob(req, digest, contentLength(req));
       return created(res, name, digest.value);
     }
     await drain(req);
@@ -82,7 +81,6 @@ export function uploadRoutes(registry: Registry): Router {
     const session = await registry.upload(name, String(req.params[1]));
     const opts = chunkOptions(req);
     const offset = await registry.appendChunk(session, req, opts);
-    res.locals.bytesIn = offset - session.offset;
     sessionHeaders(res, session, offset);
     res.status(202).end();
   });
@@ -96,8 +94,7 @@ export function uploadRoutes(registry: Registry): Router {
     const session = await registry.upload(name, String(req.params[1]));
     const body = hasBody(req) ? req : undefined;
     if (!body) await drain(req);
-    const size = await registry.finishUpload(session, digest, body, body ? chunkOptions(req) : {});
-    res.locals.bytesIn = size - session.offset;
+    await registry.finishUpload(session, digest, body, body ? chunkOptions(req) : {});
     created(res, name, digest.value);
   });
 
