@@ -11,8 +11,12 @@ RUN npm ci --no-audit --no-fund
 
 # Runtime stage: production dependencies and compiled output only, run as an unprivileged user.
 FROM node:20-bookworm-slim
+# 0.0.0.0 is the only way to be reachable from outside a container, so allow it without tls or auth: what is
+# exposed is `docker run -p` (-p 127.0.0.1:5000:5000 keeps it to the host). With tls or auth configured (a config
+# file mounted and named by BUILDCACHED_CONFIG) this changes nothing.
 ENV NODE_ENV=production \
     BUILDCACHED_LISTEN=0.0.0.0:5000 \
+    BUILDCACHED_ALLOW_INSECURE=true \
     BUILDCACHED_DATA=/var/lib/buildcached
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -7,7 +7,9 @@ import { parseDuration } from './config/units.js';
 import type { Config } from './config/schema.js';
 import { createLogger } from './observability/logger.js';
 import cluster from 'node:cluster';
-import { ListenError } from './http/server.js';
+import { ListenError, splitListen } from './http/server.js';
+import { TlsError } from './http/tls.js';
+import { insecureListenProblem } from './config/exposure.js';
 import { startSingle } from './process/single.js';
 import { startPrimary } from './process/primary.js';
 import { runWorker } from './process/worker.js';
@@ -59,6 +61,10 @@ storeCommand('serve', 'run the daemon')
     const config = await configFor(opts);
     const log = createLogger(config.log.level);
     if (cluster.isWorker) return runWorker(config, log);
+    // `auth` is read loosely: the key belongs to the authentication work and may not be in the schema yet.
+    const hasAuth = Boolean((config as { auth?: unknown }).auth);
+    const insecure = insecureListenProblem(splitListen(config.listen).host, config.tls !== undefined, hasAuth, config.allowInsecure);
+    if (insecure) throw new ConfigError(insecure);
     const running = config.workers > 1 ? await startPrimary(config, log, config.workers) : await startSingle(config, log);
     const stop = (signal: string) => {
       log.info({ signal }, 'shutting down: finishing in-flight requests');
@@ -75,6 +81,10 @@ storeCommand('serve', 'run the daemon')
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, config.tls ? 'reloading the TLS certificate' : 'SIGHUP: nothing to reload without tls');
+      running.reloadTls();
+    });
   });
 
 storeCommand('status', 'show disk use, budget, references and evictions')
@@ -151,7 +161,7 @@ storeCommand('health', 'exit 0 when the daemon on this data directory answers GE
 
 program.parseAsync().catch((e: unknown) => {
   // Expected failures get one clear line; anything else keeps its stack.
-  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError || e instanceof CliError;
+  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError || e instanceof CliError || e instanceof TlsError;
   process.stderr.write(`buildcached: ${known ? (e as Error).message : ((e as Error)?.stack ?? String(e))}\n`);
   process.exit(1);
 });

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { DEFAULT_CONFIG_YAML } from './default-config.js';
 import { configSchema, type Config } from './schema.js';
@@ -32,7 +33,19 @@ async function readYaml(path: string): Promise<Tree> {
   } catch (e) {
     throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
   }
-  return parseLayer(text, `config file ${path}`);
+  return resolvePaths(parseLayer(text, `config file ${path}`), dirname(resolve(path)));
+}
+
+/** A config file names its certificates relative to itself, so that it can move with them. */
+function resolvePaths(layer: Tree, base: string): Tree {
+  const tls = layer.tls;
+  if (!isTree(tls)) return layer;
+  const resolved: Tree = { ...tls };
+  for (const key of ['cert', 'key', 'clientCa']) {
+    const v = tls[key];
+    if (typeof v === 'string' && v !== '') resolved[key] = resolve(base, v);
+  }
+  return { ...layer, tls: resolved };
 }
 
 function parseLayer(text: string, what: string): Tree {
@@ -55,6 +68,7 @@ export function envLayer(env: NodeJS.ProcessEnv): Tree {
   return {
     listen: env.BUILDCACHED_LISTEN,
     workers: env.BUILDCACHED_WORKERS,
+    allowInsecure: env.BUILDCACHED_ALLOW_INSECURE,
     storage: { dir: env.BUILDCACHED_DATA },
     admin: { listen: env.BUILDCACHED_ADMIN_LISTEN, token: env.BUILDCACHED_ADMIN_TOKEN },
     log: { level: env.BUILDCACHED_LOG_LEVEL },

@@ -63,10 +63,24 @@ const workers = z.union([z.literal('auto'), z.number(), z.string().regex(/^\d+$/
   return n;
 });
 
+/** "true"/"false" (and 1/0) are accepted as strings too: they come from env variables. */
+const flag = z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).transform((v) => v === true || v === 'true' || v === '1');
+
+/** PEM files; a config file's relative paths are resolved against its directory when it is read (load.ts). */
+const tls = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  clientCa: z.string().min(1).optional(),
+});
+
 /** The whole configuration. Unknown keys are errors, so a typo never silently falls back to a default. */
 export const configSchema = z.strictObject({
   listen,
   workers,
+  /** Absent: plain HTTP. */
+  tls: tls.optional(),
+  /** Lets the daemon listen beyond loopback with neither TLS nor auth (see src/config/exposure.ts). */
+  allowInsecure: flag,
   storage: z
     .strictObject({
       dir: z.string().min(1),

@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { framingProblem } from './framing.js';
@@ -20,7 +22,13 @@ export interface HttpServerOptions {
   /** How many processes serve the port: each holds its share of `maxConnections`. */
   processes?: number;
   log?: Logger;
+  /** HTTPS with these certificates (see tls.ts); `requireClientCert`: a client without one signed by `ca` is
+   *  refused at the handshake. */
+  tls?: { context: SecureContextOptions; requireClientCert: boolean };
 }
+
+/** An HTTP or HTTPS listener; both carry the same http.Server behaviour used here. */
+export type RegistryServer = Server | HttpsServer;
 
 /** How often a connection over the cap is logged, at most. */
 const CAP_LOG_INTERVAL_MS = 10_000;
@@ -30,7 +38,7 @@ const CAP_LOG_INTERVAL_MS = 10_000;
  * what must never reach a handler (uncertain framing, parser errors, `Expect` other than 100-continue), each
  * answered with an OCI error body before the connection is closed.
  */
-export function createHttpServer(app: RequestListener, http: HttpConfig, opts: HttpServerOptions = {}): Server {
+export function createHttpServer(app: RequestListener, http: HttpConfig, opts: HttpServerOptions = {}): RegistryServer {
   const { log } = opts;
   // Sockets answered with a refusal: the connection closes once it is out, and nothing more on it is served.
   const refused = new WeakSet<Socket>();
@@ -55,20 +63,32 @@ export function createHttpServer(app: RequestListener, http: HttpConfig, opts: H
     app(req, res);
   };
 
-  const server = createServer(
-    {
-      // No whole-request deadline: a multi-GiB layer from a slow CI runner may take as long as it keeps moving.
-      requestTimeout: 0,
-      headersTimeout: http.headersTimeout,
-      keepAliveTimeout: http.keepAliveTimeout,
-      // Node checks the headers deadline on this period (30 s by default): keep it a fraction of the deadline.
-      connectionsCheckingInterval: http.headersTimeout > 0 ? Math.min(30_000, Math.max(100, Math.floor(http.headersTimeout / 4))) : 30_000,
-      insecureHTTPParser: false,
-      // Checked with the framing, so that its refusal carries an OCI body too.
-      requireHostHeader: false,
-    },
-    (req, res) => handle(req, res, false),
-  );
+  const options = {
+    // No whole-request deadline: a multi-GiB layer from a slow CI runner may take as long as it keeps moving.
+    requestTimeout: 0,
+    headersTimeout: http.headersTimeout,
+    keepAliveTimeout: http.keepAliveTimeout,
+    // Node checks the headers deadline on this period (30 s by default): keep it a fraction of the deadline.
+    connectionsCheckingInterval: http.headersTimeout > 0 ? Math.min(30_000, Math.max(100, Math.floor(http.headersTimeout / 4))) : 30_000,
+    insecureHTTPParser: false,
+    // Checked with the framing, so that its refusal carries an OCI body too.
+    requireHostHeader: false,
+  };
+  const listener = (req: IncomingMessage, res: ServerResponse) => handle(req, res, false);
+  const tls = opts.tls;
+  const server: RegistryServer = tls
+    ? createHttpsServer(
+        {
+          ...options,
+          ...tls.context,
+          requestCert: tls.requireClientCert,
+          rejectUnauthorized: tls.requireClientCert,
+          // The handshake comes before the headers: a client that stalls in it gets no longer than in them.
+          ...(http.headersTimeout > 0 ? { handshakeTimeout: http.headersTimeout } : {}),
+        },
+        listener,
+      )
+    : createServer(options, listener);
   server.setTimeout(http.idleTimeout);
   // The framing check runs before 100 Continue, so a refused upload is never invited to send its body.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
@@ -89,7 +109,8 @@ export function createHttpServer(app: RequestListener, http: HttpConfig, opts: H
     log?.info({ status: r.status, code: r.code, reason: r.message }, 'refused');
     socket.end(refusalBytes(r), () => socket.destroy());
   });
-  capConnections(server, Math.max(1, Math.floor(http.maxConnections / (opts.processes ?? 1))), log);
+  // Over TLS the refusal can only be read once the handshake is done, so the cap counts encrypted connections.
+  capConnections(server, tls ? 'secureConnection' : 'connection', Math.max(1, Math.floor(http.maxConnections / (opts.processes ?? 1))), log);
   return server;
 }
 
@@ -99,15 +120,15 @@ export function createHttpServer(app: RequestListener, http: HttpConfig, opts: H
  * limit hands the connection back to the primary, which offers it to the next worker, round and round while
  * the client waits, at full CPU in every process.
  */
-function capConnections(server: Server, limit: number, log: Logger | undefined): void {
-  // http.Server parses a connection in its own 'connection' listener: only accepted ones are passed on to it.
-  const parse = server.listeners('connection') as Array<(socket: Socket) => void>;
-  server.removeAllListeners('connection');
+function capConnections(server: RegistryServer, event: 'connection' | 'secureConnection', limit: number, log: Logger | undefined): void {
+  // The server parses a connection in its own listener of `event`: only accepted ones are passed on to it.
+  const parse = server.listeners(event) as Array<(socket: Socket) => void>;
+  server.removeAllListeners(event);
   const response = refusalBytes(CONNECTION_REFUSAL);
   let open = 0;
   let refusedSince = 0;
   let loggedAt = 0;
-  server.on('connection', (socket: Socket) => {
+  server.on(event, (socket: Socket) => {
     if (open >= limit) {
       socket.on('error', () => {});
       // Read what the client sends while the answer goes out, so that closing does not reset the connection

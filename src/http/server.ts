@@ -1,16 +1,21 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { Registry } from '../registry/registry.js';
 import { createApp } from './app.js';
-import { createHttpServer } from './http-server.js';
+import { createHttpServer, type RegistryServer } from './http-server.js';
+import { loadTls } from './tls.js';
 
 export class ListenError extends Error {}
 
 export interface HttpServer {
   url: string;
-  server: Server;
+  server: RegistryServer;
+  /** Reads the TLS files again and serves new connections with them; open ones keep theirs. On failure (logged)
+   *  the certificate in use stays. Nothing to do without TLS. */
+  reloadTls(): Promise<void>;
   /** Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then resolves. */
   close(): Promise<void>;
 }
@@ -20,7 +25,7 @@ export function splitListen(listen: string): { host: string; port: number } {
   return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
 }
 
-export function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+export function listen(server: RegistryServer, host: string, port: number): Promise<AddressInfo> {
   return new Promise((ok, fail) => {
     const onError = (e: NodeJS.ErrnoException) => {
       const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
@@ -40,7 +45,21 @@ export async function serveHttp(config: Config, registry: Registry, log: Logger)
     maxManifestBytes: config.registry.maxManifestBytes,
     maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
   });
-  const server = createHttpServer(app, config.http, { processes: config.workers, log });
+  const tls = config.tls;
+  const server = createHttpServer(app, config.http, {
+    processes: config.workers,
+    log,
+    ...(tls ? { tls: { context: await loadTls(tls), requireClientCert: tls.clientCa !== undefined } } : {}),
+  });
+  const reloadTls = async () => {
+    if (!tls) return;
+    try {
+      (server as HttpsServer).setSecureContext(await loadTls(tls));
+      log.info({ cert: tls.cert }, 'TLS certificate reloaded');
+    } catch (err) {
+      log.error({ err }, 'TLS reload failed: still serving the previous certificate');
+    }
+  };
   const { host, port } = splitListen(config.listen);
   const addr = await listen(server, host, port);
   const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -59,5 +78,5 @@ export async function serveHttp(config: Config, registry: Registry, log: Logger)
       clearInterval(sweep);
       clearTimeout(force);
     })());
-  return { url: `http://${hostPart}:${addr.port}`, server, close };
+  return { url: `${tls ? 'https' : 'http'}://${hostPart}:${addr.port}`, server, reloadTls, close };
 }

@@ -38,7 +38,9 @@ export type PrimaryMessage =
   | { kind: 'reply'; id: number; ok: true; value: unknown }
   /** `code` and `detail` when the failure is an OciError, so the worker answers the client as the owner would. */
   | { kind: 'reply'; id: number; ok: false; message: string; code?: ErrorCode; detail?: unknown }
-  | { kind: 'shutdown' };
+  | { kind: 'shutdown' }
+  /** SIGHUP reached the primary: read the TLS files again (each worker holds its own listener). */
+  | { kind: 'reload-tls' };
 
 export const isMessage = (m: unknown): m is { kind: string } =>
   typeof m === 'object' && m !== null && typeof (m as { kind?: unknown }).kind === 'string';

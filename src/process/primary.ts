@@ -6,6 +6,7 @@ import type { StoreEvent, Verdict } from '../storage/events.js';
 import { Layout } from '../storage/layout.js';
 import { serveAdmin, type AdminServer } from '../http/admin-server.js';
 import { ListenError } from '../http/server.js';
+import { loadTls } from '../http/tls.js';
 import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 import { announce, lockDataDir, type Running } from './single.js';
@@ -42,6 +43,8 @@ function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
  * index follows the disk; a worker that dies is replaced and its temp files removed.
  */
 export async function startPrimary(config: Config, log: Logger, workers: number): Promise<Running> {
+  // Checked here too, so that a bad certificate stops the daemon with its own message, not N workers' deaths.
+  if (config.tls) await loadTls(config.tls);
   const layout = new Layout(resolve(config.storage.dir));
   const release = await lockDataDir(layout, log);
   let store: OpenedStore;
@@ -197,6 +200,9 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
 
   return {
     url,
+    reloadTls: () => {
+      for (const w of serving) post(w, { kind: 'reload-tls' });
+    },
     close: async () => {
       stopping = true;
       await admin.close();

@@ -9,6 +9,8 @@ import { openStore } from '../store.js';
 
 export interface Running {
   url: string;
+  /** SIGHUP: every listener reads its TLS files again. */
+  reloadTls(): void;
   close(): Promise<void>;
 }
 
@@ -41,6 +43,7 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     await announce(layout, log, http.url, admin, 1);
     return {
       url: http.url,
+      reloadTls: () => void http.reloadTls(),
       close: async () => {
         await admin.close();
         await http.close();

@@ -104,6 +104,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   let stop: () => void = () => {
     stopping = true; // asked to stop before serving: do it as soon as the server is up
   };
+  let reloadTls = () => {}; // before it serves, a worker reads the TLS files as they are now anyway
   const pending: PrimaryMessage[] = [];
   let handle: (m: PrimaryMessage) => void = (m) => pending.push(m);
   // Listen to the primary from the first moment: a shutdown may come while the indexes still load.
@@ -111,12 +112,14 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     if (!isMessage(m)) return;
     const msg = m as PrimaryMessage;
     if (msg.kind === 'shutdown') stop();
+    else if (msg.kind === 'reload-tls') reloadTls();
     else handle(msg);
   });
   // Unasked, the primary is gone (crashed or killed): a worker must not serve a store nobody owns.
   process.on('disconnect', () => process.exit(stopping ? 0 : 1));
   process.on('SIGTERM', () => {}); // the primary decides when a worker stops
   process.on('SIGINT', () => {});
+  process.on('SIGHUP', () => {}); // a reload comes from the primary (reload-tls); the signal's default would end us
 
   const gate = new LedgerGate(async (req) => (await channel.call<number | undefined>({ op: 'ledger', req })).value);
   const { registry, blobs, repos } = await openWorkerStores(config, hooks, gate);
@@ -140,6 +143,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   };
   for (const m of pending.splice(0)) handle(m);
   const http = await serveHttp(config, registry, log);
+  reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;
     void http.close().then(() => {

@@ -121,6 +121,26 @@ describe('loadConfig', () => {
     expect((await loadConfig({ env: {} })).admin).toEqual({ listen: '', token: '' });
   });
 
+  it('resolves tls paths against the config file, leaves absolute ones, and has no tls by default', async () => {
+    expect((await loadConfig({ env: {} })).tls).toBeUndefined();
+    const file = await yamlFile('tls.yaml', 'tls:\n  cert: certs/server.crt\n  key: /etc/keys/server.key\n  clientCa: ../ca.crt\n');
+    expect((await loadConfig({ file, env: {} })).tls).toEqual({
+      cert: join(dir, 'certs', 'server.crt'),
+      key: '/etc/keys/server.key',
+      clientCa: join(dir, '..', 'ca.crt'),
+    });
+    const e = await configError(loadConfig({ file: await yamlFile('tls-half.yaml', 'tls:\n  cert: server.crt\n'), env: {} }));
+    expect(e.message).toContain('tls.key');
+  });
+
+  it('reads allowInsecure from the file or BUILDCACHED_ALLOW_INSECURE; off by default', async () => {
+    expect((await loadConfig({ env: {} })).allowInsecure).toBe(false);
+    expect((await loadConfig({ file: await yamlFile('insecure.yaml', 'allowInsecure: true\n'), env: {} })).allowInsecure).toBe(true);
+    expect((await loadConfig({ env: { BUILDCACHED_ALLOW_INSECURE: 'true' } })).allowInsecure).toBe(true);
+    expect((await loadConfig({ env: { BUILDCACHED_ALLOW_INSECURE: '0' } })).allowInsecure).toBe(false);
+    expect((await configError(loadConfig({ env: { BUILDCACHED_ALLOW_INSECURE: 'yes please' } }))).message).toContain('allowInsecure');
+  });
+
   it('names an unknown (typo) key instead of ignoring it', async () => {
     const file = await yamlFile('typo.yaml', 'storage:\n  deleteEnabeld: false\n');
     const e = await configError(loadConfig({ file, env: {} }));

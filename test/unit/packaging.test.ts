@@ -37,5 +37,13 @@ describe('packaging', () => {
     const c = await loadConfig({ file: fileURLToPath(new URL('../../config/buildcached.example.yaml', import.meta.url)), env: {} });
     expect(c.listen).toBe('0.0.0.0:5000');
     expect(c.admin.listen).toBe('');
+    // It has neither tls nor auth, so it can only start beyond loopback by saying so.
+    expect(c.allowInsecure).toBe(true);
+  });
+
+  it('the image listens on 0.0.0.0, so it allows that explicitly', () => {
+    const env = read('Dockerfile').split(/^FROM /m).at(-1)!;
+    expect(env).toMatch(/BUILDCACHED_LISTEN=0\.0\.0\.0:5000/);
+    expect(env).toMatch(/BUILDCACHED_ALLOW_INSECURE=true/);
   });
 });
