@@ -9,7 +9,7 @@ import https from 'node:https';
 import { join } from 'node:path';
 import { connect, type PeerCertificate } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanup, makeTempDir, requireTools, runDaemonExpectingFailure, skipWithoutTools, sleep, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { cleanup, DAEMON_MAIN, makeTempDir, requireTools, runDaemonExpectingFailure, skipWithoutTools, sleep, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { writeOciLayout, type GeneratedImage } from '../helpers/oci-image.js';
 import { containersEnv, run, runOk, type ContainersEnv } from '../helpers/tools.js';
 
@@ -93,6 +93,10 @@ describe.skipIf(skip)('TLS', () => {
       expect(daemon.workerCount).toBe(2);
       const owner = JSON.parse(await readFile(join(daemon.dataDir, 'daemon.json'), 'utf8')) as { url: string };
       expect(owner.url).toBe(daemon.url);
+      // The CLI's `health` (the Docker HEALTHCHECK) finds that URL there and asks it over TLS.
+      const health = await run(process.execPath, [DAEMON_MAIN, 'health', '--data', daemon.dataDir]);
+      expect(health.code, health.stderr).toBe(0);
+      expect(health.stdout).toBe('ok\n');
     });
 
     it('curl --cacert talks to it; without the CA the certificate is refused; plain HTTP gets nowhere', async () => {
