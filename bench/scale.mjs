@@ -10,7 +10,9 @@
 // after an upgrade or a lost index), then after a clean stop wrote the index (every restart). Index memory per
 // blob = (heap + external memory with the store − the same with an empty store) / blobs, both single-process
 // daemons measured after start-up and a full garbage collection (bench/lib/memory-probe.mjs); the RSS difference
-// is shown beside it.
+// is shown beside it. Tenant isolation's membership index is measured the same way: every layer and config is
+// also logged as uploaded to its repository (a blob-repository pair each), and a daemon with
+// registry.tenantIsolation on is compared with one without.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
@@ -74,14 +76,15 @@ async function writeStore(dir) {
     };
     await writeFile(join(rdir, '_manifests', 'sha256', `${mhex}.json`), JSON.stringify(record));
     await writeFile(join(rdir, '_tags', `cache-${r}`), `sha256:${mhex}`);
+    await writeFile(join(rdir, '_blobs'), layers.map((l) => `${l.digest}\n`).join(''), { flag: 'a' });
   }
   return sample;
 }
 
-function startDaemon(dataDir) {
+function startDaemon(dataDir, args = []) {
   const t0 = performance.now();
   const probe = `${dataDir}.memory.json`;
-  const proc = spawn(process.execPath, ['--expose-gc', '--import', PROBE, MAIN, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--workers', '1'], {
+  const proc = spawn(process.execPath, ['--expose-gc', '--import', PROBE, MAIN, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--workers', '1', ...args], {
     env: { ...process.env, BUILDCACHED_LOG_LEVEL: 'info', BUILDCACHED_MEMORY_PROBE: probe },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -212,9 +215,16 @@ try {
 
   const first = await startDaemon(dataDir);
   await stopDaemon(first);
+  const isolatedConfig = join(work, 'isolated.yaml');
+  await writeFile(isolatedConfig, 'registry:\n  tenantIsolation: "on"\n');
+  const isolated = await startDaemon(dataDir, ['--config', isolatedConfig]);
+  const isolatedMem = await memory(isolated);
+  await stopDaemon(isolated);
   const full = await startDaemon(dataDir);
   const fullMem = await memory(full);
   const perBlob = (key) => (fullMem[key] - emptyMem[key]) / BLOBS;
+  const PAIRS = BLOBS - REFS;
+  const perPair = (isolatedMem.retained - fullMem.retained) / PAIRS;
   const mib = (b) => (b / 2 ** 20).toFixed(0);
 
   const idle = await headLoad(full.url, sample, 16, ((end) => () => performance.now() > end)(performance.now() + 3000));
@@ -235,6 +245,7 @@ try {
     ['start-up to "listening", restart', `${(full.startMs / 1000).toFixed(2)} s`, 'blob index written at the last stop; target < 3 s'],
     ['start-up to "listening", first', `${(first.startMs / 1000).toFixed(2)} s`, 'no blob index yet: every blob file stat\'ed'],
     ['index memory per blob', `${perBlob('retained').toFixed(0)} B`, `heap + external after a full GC, 40 s after start, ${mib(emptyMem.retained)} → ${mib(fullMem.retained)} MiB; target < 200 B`],
+    ['tenant isolation: memory per blob-repository pair', `${perPair.toFixed(0)} B`, `${PAIRS} pairs (every layer and config logged as uploaded to its repository); heap + external with registry.tenantIsolation on − off, ${mib(fullMem.retained)} → ${mib(isolatedMem.retained)} MiB; start-up with it ${(isolated.startMs / 1000).toFixed(2)} s`],
     ['RSS per blob, 40 s after start', `${perBlob('rss').toFixed(0)} B`, `RSS ${mib(emptyMem.rss)} → ${mib(fullMem.rss)} MiB (${mib(fullMem.rssAtStart)} MiB 2 s after start)`],
     ['HEAD c16 idle', `p50 ${idle.p50.toFixed(2)} ms, p99 ${idle.p99.toFixed(2)} ms`, `${idle.n} requests`],
     ['HEAD c16 during eviction', `p50 ${during.p50.toFixed(2)} ms, p99 ${during.p99.toFixed(2)} ms`, `${during.n} requests; p99 ${(during.p99 / idle.p99).toFixed(2)}× idle (target ≤ 2×)`],

@@ -9,6 +9,7 @@ import { Admin } from './cache/admin.js';
 import { Layout } from './storage/layout.js';
 import { RepositoryStore } from './storage/repository-store.js';
 import { UploadStore } from './storage/upload-store.js';
+import { BlobMembership } from './storage/blob-membership.js';
 import { Recency } from './cache/recency.js';
 import { Evictor } from './cache/evictor.js';
 import { CacheTracker } from './cache/cache.js';
@@ -20,7 +21,24 @@ import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
   const layout = new Layout(resolve(config.storage.dir));
   const blobs = new BlobStore(layout, table, gate);
-  return { layout, blobs, uploads: new UploadStore(layout, blobs, gate), repos: new RepositoryStore(layout, table) };
+  return { layout, table, blobs, uploads: new UploadStore(layout, blobs, gate), repos: new RepositoryStore(layout, table) };
+}
+
+/**
+ * Whether repositories are isolated from each other (see Registry): `auto` means whenever authentication is
+ * configured, since without it every caller may read every repository anyway.
+ */
+export function tenantIsolation(config: Config): boolean {
+  const mode = config.registry.tenantIsolation;
+  return mode === 'on' || (mode === 'auto' && Boolean((config as { auth?: unknown }).auth));
+}
+
+/** The blob membership index when isolation is on, loaded (and, by the data directory's owner, compacted). */
+async function openMembership(config: Config, layout: Layout, table: DigestTable, owner: boolean): Promise<BlobMembership | undefined> {
+  if (!tenantIsolation(config)) return undefined;
+  const members = new BlobMembership(layout, table);
+  await members.open(owner);
+  return members;
 }
 
 /** The write limits of the configuration, for a budget of `maxBytes`. */
@@ -76,6 +94,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   await uploads.open();
   for (const f of await uploads.scan()) ledger.seed(f.id, f.client, f.startedAt, f.lastActive, f.bytes);
   await repos.open();
+  const members = await openMembership(config, layout, table, true);
   const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
   ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
   const expired = await evictor.expireUploads();
@@ -89,9 +108,18 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     );
   }
   const cache = new CacheTracker(blobs, recency, evictor);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members);
   log.info(
-    { blobs: blobs.count, bytes: blobs.bytes, budget: budget.maxBytes, repositories: repos.repositories().length, index, leftovers, expiredUploads: expired },
+    {
+      blobs: blobs.count,
+      bytes: blobs.bytes,
+      budget: budget.maxBytes,
+      repositories: repos.repositories().length,
+      index,
+      leftovers,
+      expiredUploads: expired,
+      ...(members ? { tenantIsolation: { memberships: members.pairs } } : {}),
+    },
     'store opened',
   );
   const timers: NodeJS.Timeout[] = [];
@@ -134,10 +162,11 @@ export async function openWorkerStores(
   hooks: CacheHooks,
   gate: WriteGate,
 ): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
-  const { blobs, uploads, repos } = newStores(config, new DigestTable(), gate);
+  const { layout, table, blobs, uploads, repos } = newStores(config, new DigestTable(), gate);
   await blobs.open();
   await repos.open();
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks);
+  const members = await openMembership(config, layout, table, false);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members);
   return { registry, blobs, repos };
 }
 

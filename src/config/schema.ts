@@ -103,6 +103,7 @@ export const configSchema = z.strictObject({
   registry: z.strictObject({
     maxManifestBytes: bytes,
     automaticCrossMount: z.boolean(),
+    tenantIsolation: z.enum(['auto', 'on', 'off']),
   }),
   http: z.strictObject({
     headersTimeout: timeout,

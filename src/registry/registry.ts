@@ -5,6 +5,7 @@ import type { BlobReader, BlobStore } from '../storage/blob-store.js';
 import type { ChunkOptions, UploadSession, UploadStore } from '../storage/upload-store.js';
 import type { ManifestRecord, RepositoryStore } from '../storage/repository-store.js';
 import { DigestList } from '../storage/digest-list.js';
+import type { BlobMembership } from '../storage/blob-membership.js';
 import { parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
@@ -60,31 +61,53 @@ export class Registry {
     readonly repos: RepositoryStore,
     private readonly options: RegistryOptions,
     private readonly cache: CacheHooks,
+    /** Tenant isolation: which repositories have which blobs. Without it every repository reads the one store. */
+    private readonly members?: BlobMembership,
   ) {}
 
-  private async size(d: Digest): Promise<number> {
+  /**
+   * Whether repository `name` may serve blob `digest`. With tenant isolation, only when it has it: uploaded or
+   * mounted into it, or a manifest of it (or a descriptor one of its manifests lists — what was pushed before
+   * isolation was turned on). Knowing a digest grants nothing.
+   */
+  private async holds(name: string, digest: string): Promise<boolean> {
+    if (!this.members) return true;
+    if (await this.members.lookup(name, digest)) return true;
+    return this.repos.manifest(name, digest) !== undefined || this.repos.hasParent(name, digest);
+  }
+
+  /** The blob's size, if it exists and `name` may serve it; otherwise BLOB_UNKNOWN, the same either way. */
+  private async sizeIn(name: string, d: Digest): Promise<number> {
     const size = await this.blobs.locate(d);
-    if (size === undefined) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
+    if (size === undefined || !(await this.holds(name, d.value))) {
+      throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
+    }
     return size;
   }
 
+  /** Records that `name` has a blob it just uploaded or mounted (durably, before the client hears so). */
+  private async joined(name: string, digest: string): Promise<void> {
+    await this.members?.add(name, digest);
+  }
+
   /** HEAD: answered from memory, and protects the blob for the push grace window (BuildKit skips its upload). */
-  async headBlob(d: Digest): Promise<number> {
-    const size = await this.size(d);
+  async headBlob(name: string, d: Digest): Promise<number> {
+    const size = await this.sizeIn(name, d);
     this.cache.blobProbed(d.value);
     return size;
   }
 
-  async openBlob(d: Digest): Promise<BlobReader> {
-    const reader = (await this.blobs.locate(d)) !== undefined ? await this.blobs.openReader(d) : undefined;
+  async openBlob(name: string, d: Digest): Promise<BlobReader> {
+    await this.sizeIn(name, d);
+    const reader = await this.blobs.openReader(d);
     if (!reader) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     this.cache.blobRead(d.value);
     return reader;
   }
 
-  async deleteBlob(d: Digest): Promise<void> {
+  async deleteBlob(name: string, d: Digest): Promise<void> {
     if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
-    await this.size(d);
+    await this.sizeIn(name, d);
     const holders = this.repos.referenceCount(d.value);
     if (holders > 0) {
       // 405 rather than 403: clients treat it as "this registry does not delete this", never as a failed login.
@@ -106,17 +129,22 @@ export class Registry {
   }
 
   /** Monolithic upload: the whole blob in one request, verified against its digest before it exists. */
-  putBlob(body: Readable, d: Digest, length?: number): Promise<number> {
-    return this.writing(d.value, this.blobs.write(body, d, length));
+  async putBlob(name: string, body: Readable, d: Digest, length?: number): Promise<number> {
+    const size = await this.writing(d.value, this.blobs.write(body, d, length));
+    await this.joined(name, d.value);
+    return size;
   }
 
   /**
-   * Cross-repository mount. Every repository reads the one shared store, so a mount succeeds whenever the blob
-   * exists; with no `from` only when automatic discovery is on.
+   * Cross-repository mount of `d` from `from` into `name`. In the one shared store a mount succeeds whenever the
+   * blob exists; with tenant isolation only when `from` has it (without `from`: when `name` already has it), and
+   * `name` then has it too. No `from` needs automatic discovery on. (Whether the caller may read `from` at all is
+   * the auth layer's to decide.)
    */
-  async canMount(d: Digest, from: string | undefined): Promise<boolean> {
+  async canMount(name: string, d: Digest, from: string | undefined): Promise<boolean> {
     if (from === undefined && !this.options.automaticCrossMount) return false;
-    if ((await this.blobs.locate(d)) === undefined) return false;
+    if ((await this.blobs.locate(d)) === undefined || !(await this.holds(from ?? name, d.value))) return false;
+    await this.joined(name, d.value);
     this.cache.blobProbed(d.value);
     return true;
   }
@@ -134,8 +162,10 @@ export class Registry {
     return this.writing(undefined, this.uploads.append(s, body, opts));
   }
 
-  finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
-    return this.writing(d.value, this.uploads.finish(s, d, body, opts));
+  async finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
+    const size = await this.writing(d.value, this.uploads.finish(s, d, body, opts));
+    await this.joined(s.repository, d.value);
+    return size;
   }
 
   cancelUpload(s: UploadSession): Promise<void> {
@@ -144,7 +174,8 @@ export class Registry {
 
   /**
    * Validates and stores a manifest. Its digest is of the exact bytes received; every descriptor it references
-   * (BuildKit's cache index lists layers and a cache config, not manifests) must already be stored.
+   * (BuildKit's cache index lists layers and a cache config, not manifests) must already be stored — with
+   * tenant isolation, stored in this repository.
    */
   async putManifest(name: string, ref: Reference, body: Buffer, contentType: string | undefined): Promise<ManifestRecord> {
     const digest = digestOf(body, ref.kind === 'digest' ? ref.digest.algorithm : 'sha256');
@@ -155,9 +186,12 @@ export class Registry {
       });
     }
     const parsed = parseManifest(body, contentType);
-    const reservation = await this.cache.reserve(requiredDigests(parsed));
+    const required = requiredDigests(parsed);
+    const reservation = await this.cache.reserve(required);
     try {
-      return await this.storeManifest(name, ref, body, digest, parsed, reservation.missing);
+      const missing = new Set(reservation.missing);
+      for (const d of required) if (!missing.has(d) && !(await this.holds(name, d))) missing.add(d);
+      return await this.storeManifest(name, ref, body, digest, parsed, [...missing]);
     } finally {
       // Once the record exists it keeps the blobs alive; until then the reservation did.
       reservation.release();

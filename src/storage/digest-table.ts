@@ -38,6 +38,9 @@ export class DigestTable {
   private sizes = new Float64Array(0);
   private useds = new Uint32Array(0);
   private refCounts = new Uint32Array(0);
+  /** 1 for a row some repository's blob membership names by its number (see BlobMembership): the row must keep
+   *  this digest, so it is never freed or reused while the process runs. */
+  private pins = new Uint8Array(0);
   private rowsUsed = 0;
   private readonly freeRows: number[] = [];
   /** Hash index: row number, EMPTY or TOMBSTONE. */
@@ -130,6 +133,23 @@ export class DigestTable {
 
   private addRowRefs(row: number, by: number): void {
     this.refCounts[row] = Math.max(0, this.refCounts[row]! + by);
+  }
+
+  /**
+   * The row number of a sha256 digest, created if need be and pinned to it for the life of the process, so that
+   * other indexes can name the digest by 4 bytes; -1 for digests of other algorithms (they have no row).
+   */
+  pin(digest: string): number {
+    if (!packSha256(digest, this.key, 0)) return -1;
+    let row = this.find();
+    if (row < 0) row = this.insert();
+    this.pins[row] = 1;
+    return row;
+  }
+
+  /** The row number of a sha256 digest; -1 when it has none (unknown, or another algorithm). */
+  rowOf(digest: string): number {
+    return packSha256(digest, this.key, 0) ? this.find() : -1;
   }
 
   /** Every present blob with its size and last use. */
@@ -267,7 +287,7 @@ export class DigestTable {
       row = this.insert();
     }
     onRow(row);
-    if (this.sizes[row]! < 0 && this.useds[row] === 0 && this.refCounts[row] === 0) this.remove(row);
+    if (this.sizes[row]! < 0 && this.useds[row] === 0 && this.refCounts[row] === 0 && this.pins[row] === 0) this.remove(row);
   }
 
   /** Murmur3 over all eight words: real digests are uniform already, but names chosen by clients need not be. */
@@ -318,6 +338,7 @@ export class DigestTable {
     this.sizes[row] = -1;
     this.useds[row] = 0;
     this.refCounts[row] = 0;
+    this.pins[row] = 0;
     if (this.slots[this.slot] === EMPTY) this.filledSlots++;
     this.slots[this.slot] = row;
     this.liveRows++;
@@ -335,7 +356,7 @@ export class DigestTable {
     if (this.rowsUsed === this.sizes.length) {
       if (this.marks) throw new Error('digest table grew during a sweep');
       const cap = Math.max(1024, Math.ceil(this.sizes.length * 1.5));
-      const grow = <T extends Uint32Array | Float64Array>(old: T, n: number, make: (n: number) => T): T => {
+      const grow = <T extends Uint8Array | Uint32Array | Float64Array>(old: T, n: number, make: (n: number) => T): T => {
         const next = make(n);
         next.set(old);
         return next;
@@ -344,6 +365,7 @@ export class DigestTable {
       this.sizes = grow(this.sizes, cap, (n) => new Float64Array(n));
       this.useds = grow(this.useds, cap, (n) => new Uint32Array(n));
       this.refCounts = grow(this.refCounts, cap, (n) => new Uint32Array(n));
+      this.pins = grow(this.pins, cap, (n) => new Uint8Array(n));
     }
     return this.rowsUsed++;
   }

@@ -46,6 +46,11 @@ export class Layout {
     return join(this.repositories, name, '_manifests', d.algorithm, `${d.hex}.json`);
   }
 
+  /** The repository's blob membership log: digests uploaded or mounted into it, one a line. */
+  blobLog(name: string): string {
+    return join(this.repositories, name, '_blobs');
+  }
+
   tag(name: string, tag: string): string {
     return join(this.repositories, name, '_tags', tag);
   }

@@ -330,7 +330,7 @@ export class RepositoryStore {
  * and the older one must not have the last word: in sequence, the last refresh to run read the disk after every
  * change it was asked for. A refresh asked for while another waits to start joins it — it too reads after now.
  */
-class Refreshes {
+export class Refreshes {
   private readonly keys = new Map<string, { tail: Promise<void>; waiting?: Promise<void> }>();
 
   run(key: string, task: () => Promise<void>): Promise<void> {

@@ -21,18 +21,20 @@ export function blobRoutes(registry: Registry): Router {
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
   r.head(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
-    res.locals.repo = nameParam(req);
+    const name = nameParam(req);
+    res.locals.repo = name;
     const d = pathDigest(req);
-    const size = await registry.headBlob(d);
+    const size = await registry.headBlob(name, d);
     blobHeaders(res, d.value);
     res.set('Content-Length', String(size)).status(200).end();
   });
 
   r.get(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
-    res.locals.repo = nameParam(req);
+    const name = nameParam(req);
+    res.locals.repo = name;
     const d = pathDigest(req);
-    const reader = await registry.openBlob(d);
+    const reader = await registry.openBlob(name, d);
     let range;
     try {
       range = parseRange(req.headers.range, reader.size);
@@ -55,10 +57,11 @@ export function blobRoutes(registry: Registry): Router {
 
   r.delete(BLOB_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/blobs/<digest>';
-    res.locals.repo = nameParam(req);
+    const name = nameParam(req);
+    res.locals.repo = name;
     const d = pathDigest(req);
     await drain(req);
-    await registry.deleteBlob(d);
+    await registry.deleteBlob(name, d);
     res.status(202).set('Content-Length', '0').end();
   });
   return r;

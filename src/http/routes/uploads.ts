@@ -46,7 +46,7 @@ export function uploadRoutes(registry: Registry): Router {
     if (mount) {
       const from = queryParam(req, 'from', 'NAME_INVALID');
       if (from !== undefined) parseName(from);
-      if (await registry.canMount(mount, from)) {
+      if (await registry.canMount(name, mount, from)) {
         await drain(req);
         return created(res, name, mount.value);
       }
@@ -54,7 +54,7 @@ export function uploadRoutes(registry: Registry): Router {
     const digest = queryDigest(req, 'digest');
     if (digest && !mount) {
       // Monolithic upload: the whole blob in this request.
-      await registry.putBlob(req, digest, contentLength(req));
+      await registry.putBlob(name, req, digest, contentLength(req));
       return created(res, name, digest.value);
     }
     await drain(req);
