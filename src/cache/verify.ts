@@ -1,5 +1,6 @@
 import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import PQueue from 'p-queue';
 import { newHash, parseDigest, tryParseDigest, type Digest } from '../core/digest.js';
 import { errnoCode } from '../core/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -52,14 +53,6 @@ async function hashFile(path: string, d: Digest): Promise<{ digest: string; byte
     await fh.close();
   }
   return { digest: `${d.algorithm}:${hash.digest('hex')}`, bytes };
-}
-
-async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 interface DiskRepository {
@@ -129,7 +122,7 @@ export async function verifyStore(
   const bad = new Map<string, Problem>();
 
   const digests = [...blobs.entries()].map(([digest]) => digest);
-  await forEachLimited(digests, HASH_CONCURRENCY, async (digest) => {
+  await new PQueue({ concurrency: HASH_CONCURRENCY }).addAll(digests.map((digest) => async () => {
     const d = parseDigest(digest);
     const got = await hashFile(layout.blobPath(d), d);
     // Gone from the index meanwhile (evicted, deleted): not a problem of the store.
@@ -140,7 +133,7 @@ export async function verifyStore(
       report.checked.bytes += got.bytes;
       if (got.digest !== digest) bad.set(digest, { kind: 'blob-corrupt', digest, actual: got.digest });
     }
-  });
+  }));
 
   const absent = (d: string) => bad.has(d) || !blobs.has(d);
   const incomplete: Problem[] = [];

@@ -222,8 +222,7 @@ export class UploadStore {
     try {
       return await fn(lease.ensure);
     } finally {
-      const size = await stat(this.dataPath(id)).then((st) => st.size, () => 0);
-      await lease.unlock(size);
+      await lease.unlock(await this.sizeOf(id));
     }
   }
 
@@ -248,7 +247,7 @@ export class UploadStore {
     return found;
   }
 
-  /** A session's data size on disk (after a process that was writing to it died). */
+  /** A session's data size on disk, 0 once it is gone (after a request, or after a process writing to it died). */
   async sizeOf(id: string): Promise<number> {
     return stat(this.dataPath(id)).then((st) => st.size, () => 0);
   }

@@ -15,7 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, cleanup, makeTempDir, sleep, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { REPO_ROOT, cleanup, makeTempDir, servingPids, sleep, startDaemon, type Daemon } from '../helpers/daemon.js';
 import {
   Rng,
   SLOW,
@@ -337,8 +337,7 @@ describe('hostile and malformed requests against the daemon with two workers', (
       ),
     ];
     // Both workers answered generated requests (connections are spread over them), so both were exercised.
-    const servedBy = new Set(daemon.logLines().filter((l) => l.method !== undefined).map((l) => l.pid));
-    expect(servedBy.size, 'worker processes that served requests').toBe(2);
+    expect(servingPids(daemon).size, 'worker processes that served requests').toBe(2);
     if (failures.length === 0 && daemonErrors.length > 0) console.warn(`[hostile] the daemon logged errors:\n${daemonErrors.join('\n')}`);
     if (failures.length > 0) {
       const r = report(failures, daemonErrors);

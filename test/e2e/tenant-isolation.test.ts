@@ -8,7 +8,7 @@ import http from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, makeTempDir, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { cleanup, makeTempDir, servingPids, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { RegistryClient, request, sha256 } from '../helpers/registry-client.js';
 
 afterEach(cleanup);
@@ -16,7 +16,6 @@ afterEach(cleanup);
 const TRIES = 30;
 
 /** Pids of the processes that logged a request in `repo`. */
-const servingPids = (d: Daemon, repo: string) => new Set(d.logLines().filter((l) => l.method !== undefined && l.repo === repo).map((l) => l.pid));
 
 /** Statuses of `method path`, each on a new connection (so the cluster spreads them over the workers). */
 async function statuses(d: Daemon, method: string, path: string): Promise<Set<number>> {

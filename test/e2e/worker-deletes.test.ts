@@ -5,7 +5,7 @@
  * over both workers (the test asserts that both answered).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup } from '../helpers/daemon.js';
+import { cleanup, servingPids } from '../helpers/daemon.js';
 import { request } from '../helpers/registry-client.js';
 import { KiB, pushRef, randomLayers, startCache, status, type CacheDaemon } from '../helpers/cache-helpers.js';
 
@@ -14,11 +14,6 @@ afterEach(async () => {
 });
 
 const GETS = 40;
-
-/** Pids of the processes that logged a request in `repo`. */
-function servingPids(d: CacheDaemon, repo: string): Set<unknown> {
-  return new Set(d.logLines().filter((l) => l.method !== undefined && l.repo === repo).map((l) => l.pid));
-}
 
 /** GETs `path` GETS times, each on a new connection; returns the statuses seen. */
 async function statuses(d: CacheDaemon, path: string): Promise<number[]> {

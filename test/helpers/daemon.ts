@@ -469,4 +469,13 @@ export function requireTools(tools: Record<string, string>): void {
   }
 }
 
+/**
+ * Pids of the processes that logged a request (in `repo` or a repository under it, when given): with two workers,
+ * a set of two shows that requests for the same thing really reached both.
+ */
+export function servingPids(d: Pick<Daemon, 'logLines'>, repo?: string): Set<unknown> {
+  const inScope = (r: unknown) => repo === undefined || r === repo || (typeof r === 'string' && r.startsWith(`${repo}/`));
+  return new Set(d.logLines().filter((l) => l.method !== undefined && inScope(l.repo)).map((l) => l.pid));
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
