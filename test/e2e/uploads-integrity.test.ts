@@ -8,7 +8,7 @@ import http from 'node:http';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, sleep } from '../helpers/daemon.js';
+import { cleanup, servingPids, sleep } from '../helpers/daemon.js';
 import { MiB } from '../helpers/content.js';
 import { RegistryClient, request, sha256, streamingRequest, type StreamedResponse } from '../helpers/registry-client.js';
 import { checkStore, pullRef, pushRef, randomLayers, startCache, status, type CacheDaemon } from '../helpers/cache-helpers.js';
@@ -61,6 +61,7 @@ describe('one writer per upload session, across workers', () => {
       const got = await d.client.getBlobDigest('integ/app', sha256(all));
       expect(got.digest).toBe(sha256(all));
     }
+    expect(servingPids(d, 'integ/app').size, 'the contending requests reached both workers').toBe(2);
     await expectNoCorruptBlob(d.dataDir);
     // What the disk holds is what a restarted daemon serves: every blob again exactly its digest.
     await d.stop();
@@ -83,6 +84,7 @@ describe('one writer per upload session, across workers', () => {
     expect((await d.client.getBlobDigest('integ/del', sha256(data))).digest).toBe(sha256(data));
     // Completed: the session is gone.
     expectOci(await request('DELETE', location), 404, 'BLOB_UPLOAD_UNKNOWN', 'DELETE after the PUT');
+    expect(servingPids(d, 'integ/del').size, 'the DELETEs and the PUT reached both workers').toBe(2);
     await expectNoCorruptBlob(d.dataDir);
   });
 });
@@ -125,6 +127,7 @@ describe('upload sessions cannot starve the cache', () => {
       // Cancelling a session makes room for its client again.
       expect((await request('DELETE', new URL(mine[0]!, d.url).toString())).status).toBe(204);
       expect((await postFrom(d, '127.0.0.1', 'caps/app')).status).toBe(202);
+      expect(servingPids(d, 'caps/app').size, 'sessions were opened through every worker').toBe(workers);
     });
   }
 
@@ -160,6 +163,7 @@ describe('upload sessions cannot starve the cache', () => {
     expect((await status(d.url)).evictions.tags).toBe(0);
     // Pushes still work while the abandoned session sits there.
     expect((await pushRef(d.client, 'starve/after', 'cache', randomLayers([2 * MiB]))).digest).toMatch(/^sha256:/);
+    expect(servingPids(d, 'starve/abandoned').size, 'the session was written through both workers').toBe(2);
   });
 
   it('refuses a blob larger than maxUploadBytes with 413 SIZE_INVALID, whatever the push style, and stores nothing', async () => {
@@ -223,6 +227,7 @@ describe('the budget is hard', () => {
     expect(peak).toBeGreaterThan(30 * MiB);
     expect(peak, `peak disk use ${peak} over the ${budget} budget`).toBeLessThanOrEqual(budget);
     expect((await status(d.url)).bytesUsed).toBeLessThanOrEqual(budget);
+    expect(servingPids(d, 'hard').size, 'pushes reached both workers').toBe(2);
     await checkStore(d.dataDir, d.client);
   });
 });
