@@ -85,7 +85,8 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     low: config.storage.lowWatermark,
     graceSeconds: config.storage.pushGraceSeconds,
   };
-  const ledger = new WriteLedger(() => table.blobBytes, writeLimits(config, budget.maxBytes));
+  // Blob bytes as the store counts them: removed blobs count until their files are unlinked.
+  const ledger = new WriteLedger(() => blobs.bytes, writeLimits(config, budget.maxBytes));
   const { layout, blobs, uploads, repos } = newStores(config, table, new LedgerGate((req) => ledger.handle(req, 'self')));
   const recency = new Recency(table, layout.state, layout.tmp, config.storage.pushGraceSeconds, () => blobs.saveIndex());
   await recency.open();

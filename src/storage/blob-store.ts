@@ -37,6 +37,10 @@ export class BlobStore {
   private readonly recommitted = new Set<string>();
   /** Counts removals begun, so that a disk lookup that raced one does not cache what it saw before it. */
   private removals = 0;
+  /** Bytes of blobs already gone from every lookup whose files are not unlinked yet: still on the disk. */
+  private unlinkingBytes = 0;
+  /** Sizes of other processes' removals in progress here, counted in `unlinkingBytes` until their unlink. */
+  private readonly remoteSizes = new Map<string, number>();
   private listener: StoreListener | undefined;
 
   constructor(
@@ -59,8 +63,13 @@ export class BlobStore {
       this.endRemoteRemoval(e.digest);
     } else if (e.type === 'blob-removed') {
       this.removals++;
+      const size = this.table.size(e.digest);
       this.table.deleteBlob(e.digest);
       if (this.deleting.has(e.digest)) return;
+      if (size !== undefined) {
+        this.remoteSizes.set(e.digest, size);
+        this.unlinkingBytes += size;
+      }
       // Until the remover says the file is gone. Bounded, should that word never come (the remover died).
       const ended = new Promise<void>((done) => {
         this.remoteRemovals.set(e.digest, done);
@@ -75,6 +84,8 @@ export class BlobStore {
   private endRemoteRemoval(digest: string): void {
     const done = this.remoteRemovals.get(digest);
     if (!done) return;
+    this.unlinkingBytes -= this.remoteSizes.get(digest) ?? 0;
+    this.remoteSizes.delete(digest);
     this.remoteRemovals.delete(digest);
     this.deleting.delete(digest);
     done();
@@ -148,9 +159,9 @@ export class BlobStore {
     return this.table.blobCount;
   }
 
-  /** Bytes of all committed blobs. */
+  /** Bytes of all committed blobs, and of removed ones until their file is unlinked: what they hold on disk. */
   get bytes(): number {
-    return this.table.blobBytes;
+    return this.table.blobBytes + this.unlinkingBytes;
   }
 
   /** Every blob with its size and last use (seconds; 0 when none is recorded). */
@@ -334,6 +345,9 @@ export class BlobStore {
     const used = this.table.used(d.value);
     this.removals++;
     this.table.deleteBlob(d.value);
+    // Gone for lookups at once, but its bytes stay on the disk (and in the budget) until the unlink: workers may
+    // take seconds to acknowledge the removal.
+    this.unlinkingBytes += size ?? 0;
     // In `deleting` before anyone hears of the removal, so that a commit reported meanwhile is recognised.
     let settled!: () => void;
     this.deleting.set(d.value, new Promise<void>((done) => (settled = done)));
@@ -360,6 +374,7 @@ export class BlobStore {
     } finally {
       this.deleting.delete(d.value);
       this.recommitted.delete(d.value);
+      this.unlinkingBytes -= size ?? 0;
       settled();
     }
   }

@@ -104,4 +104,22 @@ describe('blob removal', () => {
       expect(store.has(d.value)).toBe(false);
     }
   });
+
+  it("a removed blob counts in the store's bytes until its file is unlinked, here or in another process", async () => {
+    let during = -1;
+    const own = await storeWith('f', (e) => {
+      if (e.type === 'blob-removed') during = own.store.bytes;
+      return 'applied';
+    });
+    expect(await own.store.delete(own.d, { eviction: true })).toBe(true);
+    expect(own.store.has(own.d.value)).toBe(false);
+    expect(during).toBe(1); // unseen by lookups, still on the disk: the budget must still count it
+    expect(own.store.bytes).toBe(0);
+
+    const other = await storeWith('g');
+    other.store.apply({ type: 'blob-removed', digest: other.d.value });
+    expect([other.store.has(other.d.value), other.store.bytes]).toEqual([false, 1]);
+    other.store.apply({ type: 'blob-unlinked', digest: other.d.value });
+    expect(other.store.bytes).toBe(0);
+  });
 });
