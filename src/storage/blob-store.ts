@@ -347,7 +347,13 @@ export class BlobStore {
     this.table.deleteBlob(d.value);
     // Gone for lookups at once, but its bytes stay on the disk (and in the budget) until the unlink: workers may
     // take seconds to acknowledge the removal.
-    this.unlinkingBytes += size ?? 0;
+    let unlinking = size ?? 0;
+    this.unlinkingBytes += unlinking;
+    /** Its bytes now count as present (kept) or gone (unlinked), no longer as being removed. */
+    const settleBytes = () => {
+      this.unlinkingBytes -= unlinking;
+      unlinking = 0;
+    };
     // In `deleting` before anyone hears of the removal, so that a commit reported meanwhile is recognised.
     let settled!: () => void;
     this.deleting.set(d.value, new Promise<void>((done) => (settled = done)));
@@ -355,6 +361,7 @@ export class BlobStore {
       const verdict = await this.listener?.({ type: 'blob-removed', digest: d.value, eviction: opts.eviction });
       if (verdict === 'kept' || this.recommitted.delete(d.value)) {
         const kept = this.table.size(d.value) ?? size;
+        settleBytes();
         if (kept === undefined) {
           await this.listener?.({ type: 'blob-unlinked', digest: d.value });
         } else {
@@ -366,6 +373,7 @@ export class BlobStore {
       }
       const path = this.layout.blobPath(d);
       const removed = opts.moveTo ? await moveIfExists(path, opts.moveTo) : await unlinkIfExists(path);
+      settleBytes();
       await this.listener?.({ type: 'blob-unlinked', digest: d.value });
       return removed;
     })();
@@ -374,7 +382,7 @@ export class BlobStore {
     } finally {
       this.deleting.delete(d.value);
       this.recommitted.delete(d.value);
-      this.unlinkingBytes -= size ?? 0;
+      settleBytes();
       settled();
     }
   }

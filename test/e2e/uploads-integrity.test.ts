@@ -5,14 +5,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanup, servingPids, sleep } from '../helpers/daemon.js';
 import { MiB } from '../helpers/content.js';
 import { RegistryClient, request, sha256, streamingRequest, type StreamedResponse } from '../helpers/registry-client.js';
 import { checkStore, pullRef, pushRef, randomLayers, startCache, status, type CacheDaemon } from '../helpers/cache-helpers.js';
-import { blobTree, corruptBlobs } from '../helpers/store.js';
+import { blobTree, budgetedBytes, corruptBlobs } from '../helpers/store.js';
 
 afterEach(cleanup);
 
@@ -183,24 +183,6 @@ describe('upload sessions cannot starve the cache', () => {
   });
 });
 
-/** Bytes of every file under the data dir's blobs/, uploads/ and tmp/: what the budget bounds. */
-async function diskBytes(dataDir: string): Promise<number> {
-  let total = 0;
-  const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    await Promise.all(
-      entries.map(async (e) => {
-        const p = join(dir, e.name);
-        if (e.isDirectory()) return walk(p);
-        const size = await stat(p).then((s) => s.size, () => 0);
-        total += size;
-      }),
-    );
-  };
-  await Promise.all(['blobs', 'uploads', 'tmp'].map((f) => walk(join(dataDir, f))));
-  return total;
-}
-
 describe('the budget is hard', () => {
   it('9 MiB pushes in a row under a 50 MiB budget never take the disk past 50 MiB, and all succeed', { timeout: 120_000 }, async () => {
     const budget = 50 * MiB;
@@ -210,7 +192,7 @@ describe('the budget is hard', () => {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        peak = Math.max(peak, await diskBytes(d.dataDir));
+        peak = Math.max(peak, await budgetedBytes(d.dataDir));
         await sleep(5);
       }
     })();

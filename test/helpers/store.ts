@@ -99,3 +99,24 @@ export function roomyGate(table: DigestTable): WriteGate {
   });
   return new LedgerGate((req) => ledger.handle(req, 'self'));
 }
+
+/**
+ * Bytes of every file under the data dir's blobs/, uploads/ and tmp/: what the budget bounds. Counted by inode: a
+ * commit renames a file from tmp/ into blobs/, and a walk that meets it in both places must count it once.
+ */
+export async function budgetedBytes(dataDir: string): Promise<number> {
+  const files = new Map<number, number>();
+  const walk = async (dir: string): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    await Promise.all(
+      entries.map(async (e) => {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) return walk(p);
+        const st = await stat(p).catch(() => undefined);
+        if (st) files.set(st.ino, st.size);
+      }),
+    );
+  };
+  await Promise.all(['blobs', 'uploads', 'tmp'].map((f) => walk(join(dataDir, f))));
+  return [...files.values()].reduce((a, b) => a + b, 0);
+}
