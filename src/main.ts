@@ -61,9 +61,7 @@ storeCommand('serve', 'run the daemon')
     const config = await configFor(opts);
     const log = createLogger(config.log.level);
     if (cluster.isWorker) return runWorker(config, log);
-    // `auth` is read loosely: the key belongs to the authentication work and may not be in the schema yet.
-    const hasAuth = Boolean((config as { auth?: unknown }).auth);
-    const insecure = insecureListenProblem(splitListen(config.listen).host, config.tls !== undefined, hasAuth, config.allowInsecure);
+    const insecure = insecureListenProblem(splitListen(config.listen).host, config.tls !== undefined, config.auth !== undefined, config.allowInsecure);
     if (insecure) throw new ConfigError(insecure);
     const running = config.workers > 1 ? await startPrimary(config, log, config.workers) : await startSingle(config, log);
     const stop = (signal: string) => {

@@ -30,7 +30,7 @@ function newStores(config: Config, table: DigestTable, gate: WriteGate) {
  */
 export function tenantIsolation(config: Config): boolean {
   const mode = config.registry.tenantIsolation;
-  return mode === 'on' || (mode === 'auto' && Boolean((config as { auth?: unknown }).auth));
+  return mode === 'on' || (mode === 'auto' && config.auth !== undefined);
 }
 
 /** The blob membership index when isolation is on, loaded (and, by the data directory's owner, compacted). */

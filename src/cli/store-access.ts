@@ -10,6 +10,7 @@ import { createLogger } from '../observability/logger.js';
 import { openStore } from '../store.js';
 import { acquireDataDir, isAlive, readOwner, type Owner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
+import { adminTarget } from '../http/admin-target.js';
 
 /** An expected failure of a command (no store, no daemon answering, a refusal): printed as one line, no stack. */
 export class CliError extends Error {}
@@ -26,13 +27,7 @@ export interface AdminCall<T> {
  * may well listen on, and cannot reach a unix socket. `target` is `unix:/path` or `http://host:port`.
  */
 export function daemonRequest<T>(owner: Owner, target: string, method: string, path: string, token?: string): Promise<T> {
-  let where: http.RequestOptions;
-  if (target.startsWith('unix:')) {
-    where = { socketPath: target.slice('unix:'.length) };
-  } else {
-    const u = new URL(target);
-    where = { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port) };
-  }
+  const where = adminTarget(target);
   const headers: http.OutgoingHttpHeaders = token ? { Authorization: `Bearer ${token}` } : {};
   return new Promise((ok, fail) => {
     // `health` asks the registry listener of the daemon that daemon.json names, on this machine: whether it

@@ -36,16 +36,20 @@ async function readYaml(path: string): Promise<Tree> {
   return resolvePaths(parseLayer(text, `config file ${path}`), dirname(resolve(path)));
 }
 
-/** A config file names its certificates relative to itself, so that it can move with them. */
+/** A config file names its certificates, htpasswd and JWKS files relative to itself, so that it can move with them. */
 function resolvePaths(layer: Tree, base: string): Tree {
-  const tls = layer.tls;
-  if (!isTree(tls)) return layer;
-  const resolved: Tree = { ...tls };
-  for (const key of ['cert', 'key', 'clientCa']) {
-    const v = tls[key];
-    if (typeof v === 'string' && v !== '') resolved[key] = resolve(base, v);
+  const at = (v: unknown) => (typeof v === 'string' && v !== '' ? resolve(base, v) : v);
+  const out: Tree = { ...layer };
+  if (isTree(layer.tls)) out.tls = { ...layer.tls, cert: at(layer.tls.cert), key: at(layer.tls.key), clientCa: at(layer.tls.clientCa) };
+  if (isTree(layer.auth)) {
+    const auth: Tree = { ...layer.auth, htpasswd: at(layer.auth.htpasswd) };
+    const oidc = layer.auth.oidc;
+    if (isTree(oidc) && Array.isArray(oidc.issuers)) {
+      auth.oidc = { ...oidc, issuers: oidc.issuers.map((i: unknown) => (isTree(i) ? { ...i, jwksFile: at(i.jwksFile) } : i)) };
+    }
+    out.auth = auth;
   }
-  return { ...layer, tls: resolved };
+  return out;
 }
 
 function parseLayer(text: string, what: string): Tree {

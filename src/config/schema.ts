@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { parseBytes, parseDuration } from './units.js';
+import { patternProblem, placeholders } from '../auth/patterns.js';
 
 const bytes = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const n = parseBytes(v);
@@ -73,12 +74,94 @@ const tls = z.strictObject({
   clientCa: z.string().min(1).optional(),
 });
 
+const repositoryPattern = z.string().superRefine((v, ctx) => {
+  const problem = patternProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: `"${v}" ${problem}` });
+});
+
+const oneOrMore = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+/** One access rule: who (exactly one of anonymous, user, oidc), and what (repositories with actions, and/or admin). */
+const rule = z
+  .strictObject({
+    anonymous: z.literal(true).optional(),
+    user: oneOrMore.optional(),
+    oidc: z
+      .strictObject({
+        issuer: z.string().min(1),
+        /** Each claim must equal the value, or one of the values. */
+        claims: z.record(z.string(), oneOrMore).optional(),
+      })
+      .optional(),
+    repositories: z.array(repositoryPattern).optional(),
+    actions: z.array(z.enum(['pull', 'push', 'delete', '*'])).optional(),
+    admin: z.boolean().optional(),
+  })
+  .superRefine((r, ctx) => {
+    const fail = (message: string) => ctx.addIssue({ code: 'custom', message });
+    const who = [r.anonymous, r.user, r.oidc].filter((x) => x !== undefined).length;
+    if (who !== 1) fail('a rule names exactly one of anonymous: true, user or oidc');
+    const repos = r.repositories?.length ?? 0;
+    const actions = r.actions?.length ?? 0;
+    if ((repos > 0) !== (actions > 0)) fail('repositories and actions go together');
+    if (repos === 0 && !r.admin) fail('the rule grants nothing: give repositories and actions, or admin: true');
+    if (r.admin && r.anonymous) fail('admin: true cannot be given to anonymous callers');
+    if (!r.oidc && (r.repositories ?? []).some((p) => placeholders(p).length > 0)) fail('{claim} placeholders are for oidc rules only');
+  });
+
+const issuer = z
+  .strictObject({
+    issuer: z.url(),
+    audience: oneOrMore,
+    jwksFile: z.string().min(1).optional(),
+    jwksUrl: z.url().optional(),
+  })
+  .refine((i) => !(i.jwksFile && i.jwksUrl), 'give jwksFile or jwksUrl, not both');
+
+/** Bearer token lifetimes: at least a minute (clients refresh early), at most 24 days (a timer's range). */
+const tokenLifetime = timeout.refine((n) => n >= 60_000, 'must be at least 1m');
+
+const auth = z
+  .strictObject({
+    htpasswd: z.string().min(1).optional(),
+    tokenTtl: tokenLifetime.prefault('1h'),
+    refreshTokenTtl: tokenLifetime.prefault('7d'),
+    /** The `service` of the token challenge. */
+    service: z.string().regex(/^[\w.:-]+$/, 'letters, digits, . _ : - only').prefault('buildcached'),
+    /** The token endpoint's public URL, when clients reach the daemon through a proxy; default: <listener>/token. */
+    realm: z.url().optional(),
+    oidc: z
+      .strictObject({
+        issuers: z.array(issuer).min(1),
+        clockSkew: duration.prefault('60s'),
+      })
+      .optional(),
+    rules: z.array(rule).min(1, 'with auth on, no rule means no access for anyone: add at least one'),
+    failedLogins: z
+      .strictObject({
+        max: z.number().int().min(1).prefault(10),
+        window: duration.prefault('1m'),
+      })
+      .prefault({}),
+  })
+  .superRefine((a, ctx) => {
+    const issuers = new Set((a.oidc?.issuers ?? []).map((i) => i.issuer));
+    a.rules.forEach((r, i) => {
+      if (r.user !== undefined && !a.htpasswd) ctx.addIssue({ code: 'custom', path: ['rules', i, 'user'], message: 'user rules need auth.htpasswd' });
+      if (r.oidc && !issuers.has(r.oidc.issuer)) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'oidc', 'issuer'], message: `${r.oidc.issuer} is not one of auth.oidc.issuers` });
+      }
+    });
+  });
+
 /** The whole configuration. Unknown keys are errors, so a typo never silently falls back to a default. */
 export const configSchema = z.strictObject({
   listen,
   workers,
   /** Absent: plain HTTP. */
   tls: tls.optional(),
+  /** Absent: no authentication (every caller may do everything). */
+  auth: auth.optional(),
   /** Lets the daemon listen beyond loopback with neither TLS nor auth (see src/config/exposure.ts). */
   allowInsecure: flag,
   storage: z

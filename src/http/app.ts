@@ -11,11 +11,18 @@ import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/u
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { Layout } from '../storage/layout.js';
+import { authenticate, type ChallengeOptions } from './auth.js';
+import { tokenRoutes, type TokenSettings } from './routes/token.js';
+import { adminProxyRoutes } from './routes/admin-proxy.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
   /** Manifest bodies this process holds in memory at once (http.maxBufferedManifestBytes). */
   maxBufferedManifestBytes: number;
+  /** Absent: no authentication, and the admin API only on its own listener. */
+  auth?: { authenticator: Authenticator; challenge: ChallengeOptions; tokens: TokenSettings; layout: Layout };
 }
 
 /**
@@ -59,11 +66,17 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.set('query parser', 'simple');
   app.use(requestLog(log));
   app.use(healthRoutes());
+  const auth = opts.auth;
+  if (auth) app.use(tokenRoutes(auth.authenticator, auth.tokens));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();
   });
   app.use('/v2', safePath);
+  if (auth) {
+    app.use(authenticate(auth.authenticator, auth.challenge));
+    app.use(adminProxyRoutes(auth.layout));
+  }
   app.use(baseRoutes());
   app.use(listingRoutes(registry));
   app.use(uploadRoutes(registry));

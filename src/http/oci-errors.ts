@@ -76,7 +76,10 @@ export function sendError(res: Response, err: OciError): void {
   if (err.code === 'RANGE_INVALID' && err.detail && typeof err.detail === 'object' && 'size' in err.detail) {
     res.set('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
   }
-  if (err.code === 'TOOMANYREQUESTS') res.set('Retry-After', String(RETRY_AFTER_SECONDS));
+  if (err.code === 'TOOMANYREQUESTS') {
+    const wait = err.detail && typeof err.detail === 'object' && 'retryAfter' in err.detail ? Number(err.detail.retryAfter) : RETRY_AFTER_SECONDS;
+    res.set('Retry-After', String(wait));
+  }
   const body = errorBody(code, err.message, err.detail);
   res.set('Content-Length', String(Buffer.byteLength(body)));
   res.end(body);

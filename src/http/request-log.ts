@@ -24,7 +24,7 @@ function bodyCounter(req: Request): () => number {
 
 /**
  * One JSON line per request: method, route template (never the raw URL, which may carry hostile input),
- * repository, status, the error code as sent, bytes in/out (bodies) and duration.
+ * repository, the caller's name with auth on, status, the error code as sent, bytes in/out (bodies) and duration.
  */
 export function requestLog(log: Logger): RequestHandler {
   return (req, res, next) => {
@@ -37,6 +37,8 @@ export function requestLog(log: Logger): RequestHandler {
         method: req.method,
         route: res.locals.route ?? 'unmatched',
         repo: res.locals.repo,
+        // Who, by name (never a credential), when auth is on.
+        user: res.locals.user,
         status,
         code: res.locals.errorCode,
         bytesIn: bytesIn(),

@@ -1,12 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
+import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { Registry } from '../registry/registry.js';
 import { createApp } from './app.js';
 import { createHttpServer, type RegistryServer } from './http-server.js';
 import { loadTls } from './tls.js';
+import type { LoginGuard } from '../auth/login-limiter.js';
+import { loadAuthenticator } from '../auth/setup.js';
+import { Layout } from '../storage/layout.js';
 
 export class ListenError extends Error {}
 
@@ -39,12 +44,29 @@ export function listen(server: RegistryServer, host: string, port: number): Prom
   });
 }
 
-/** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
-export async function serveHttp(config: Config, registry: Registry, log: Logger): Promise<HttpServer> {
-  const app = createApp(registry, log, {
+/** The registry's express app as the configuration describes it, authentication included. */
+export async function configuredApp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard): Promise<Express> {
+  const auth = config.auth;
+  const layout = new Layout(resolve(config.storage.dir));
+  return createApp(registry, log, {
     maxManifestBytes: config.registry.maxManifestBytes,
     maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
+    ...(auth
+      ? {
+          auth: {
+            authenticator: await loadAuthenticator(auth, layout, loginGuard, log),
+            challenge: { realm: auth.realm, service: auth.service },
+            tokens: { tokenTtlSeconds: Math.round(auth.tokenTtl / 1000), refreshTokenTtlSeconds: Math.round(auth.refreshTokenTtl / 1000) },
+            layout,
+          },
+        }
+      : {}),
   });
+}
+
+/** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
+export async function serveHttp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard): Promise<HttpServer> {
+  const app = await configuredApp(config, registry, log, loginGuard);
   const tls = config.tls;
   const server = createHttpServer(app, config.http, {
     processes: config.workers,

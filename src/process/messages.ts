@@ -30,7 +30,9 @@ export type WorkerMessage =
   | { kind: 'request'; id: number; call: AdminOp }
   /** Ends the reservation made by request `id`. */
   | { kind: 'release'; id: number }
-  | { kind: 'listening'; url: string };
+  | { kind: 'listening'; url: string }
+  /** A failed login from `address`: the primary counts them for the whole daemon. */
+  | { kind: 'login-failed'; address: string };
 
 export type PrimaryMessage =
   /** Apply, then answer `applied` with the same ack number. */
@@ -40,7 +42,9 @@ export type PrimaryMessage =
   | { kind: 'reply'; id: number; ok: false; message: string; code?: ErrorCode; detail?: unknown }
   | { kind: 'shutdown' }
   /** SIGHUP reached the primary: read the TLS files again (each worker holds its own listener). */
-  | { kind: 'reload-tls' };
+  | { kind: 'reload-tls' }
+  /** Too many failed logins from `address`: every worker refuses its credentials until `until` (ms epoch). */
+  | { kind: 'login-blocked'; address: string; until: number };
 
 export const isMessage = (m: unknown): m is { kind: string } =>
   typeof m === 'object' && m !== null && typeof (m as { kind?: unknown }).kind === 'string';

@@ -12,6 +12,8 @@ import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, ty
 import { announce, lockDataDir, type Running } from './single.js';
 import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
+import { LoginLimiter, localGuard } from '../auth/login-limiter.js';
+import { loadAuthenticator, loginLimits } from '../auth/setup.js';
 
 /** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
 function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
@@ -47,6 +49,13 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   if (config.tls) await loadTls(config.tls);
   const layout = new Layout(resolve(config.storage.dir));
   const release = await lockDataDir(layout, log);
+  try {
+    // Likewise a missing htpasswd or JWKS file; this also creates the token secret before the workers race for it.
+    if (config.auth) await loadAuthenticator(config.auth, layout, localGuard(loginLimits(config)), log);
+  } catch (e) {
+    await release();
+    throw e;
+  }
   let store: OpenedStore;
   let admin: AdminServer;
   try {
@@ -64,6 +73,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     throw e;
   }
   const live = new Set<Worker>();
+  const logins = new LoginLimiter(loginLimits(config));
   /** Workers that said they listen. One still starting may not hear a message yet; it serves nothing, so at
    *  shutdown it is simply killed. */
   const serving = new Set<Worker>();
@@ -155,6 +165,9 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       } else if (msg.kind === 'release') {
         held.get(msg.id)?.();
         held.delete(msg.id);
+      } else if (msg.kind === 'login-failed') {
+        const until = logins.failed(msg.address);
+        if (until !== undefined) for (const other of live) post(other, { kind: 'login-blocked', address: msg.address, until });
       } else if (msg.kind === 'listening') {
         serving.add(w);
         if (++listeningWorkers >= workers) onListening(msg.url);

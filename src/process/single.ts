@@ -6,6 +6,8 @@ import type { Logger } from '../observability/logger.js';
 import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
 import { openStore } from '../store.js';
+import { localGuard } from '../auth/login-limiter.js';
+import { loginLimits } from '../auth/setup.js';
 
 export interface Running {
   url: string;
@@ -38,7 +40,7 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     const store = await openStore(config, log);
     const admin = await serveAdmin(config, layout, store.admin, log);
     opened.push(admin.close);
-    const http = await serveHttp(config, store.registry, log);
+    const http = await serveHttp(config, store.registry, log, localGuard(loginLimits(config)));
     store.startBackground();
     await announce(layout, log, http.url, admin, 1);
     return {

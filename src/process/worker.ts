@@ -8,6 +8,7 @@ import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
 import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
+import { BlockList, type LoginGuard } from '../auth/login-limiter.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -106,6 +107,12 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   };
   let reloadTls = () => {}; // before it serves, a worker reads the TLS files as they are now anyway
   const pending: PrimaryMessage[] = [];
+  // Failed logins are counted by the primary for all workers; the blocks it decides are checked here, locally.
+  const blocked = new BlockList();
+  const loginGuard: LoginGuard = {
+    retryAfter: (address) => blocked.retryAfter(address),
+    failed: (address) => send({ kind: 'login-failed', address }),
+  };
   let handle: (m: PrimaryMessage) => void = (m) => pending.push(m);
   // Listen to the primary from the first moment: a shutdown may come while the indexes still load.
   process.on('message', (m: unknown) => {
@@ -113,6 +120,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     const msg = m as PrimaryMessage;
     if (msg.kind === 'shutdown') stop();
     else if (msg.kind === 'reload-tls') reloadTls();
+    else if (msg.kind === 'login-blocked') blocked.block(msg.address, msg.until);
     else handle(msg);
   });
   // Unasked, the primary is gone (crashed or killed): a worker must not serve a store nobody owns.
@@ -142,7 +150,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, log);
+  const http = await serveHttp(config, registry, log, loginGuard);
   reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;

@@ -264,8 +264,10 @@ export class Registry {
     return paginate(tags, n, last);
   }
 
-  catalog(n: number | undefined, last: string | undefined): Page {
-    return paginate(this.repos.repositories(), n, last);
+  /** Repositories in name order; with `visible`, only those it accepts (pagination counts only them). */
+  catalog(n: number | undefined, last: string | undefined, visible?: (name: string) => boolean): Page {
+    const all = this.repos.repositories();
+    return paginate(visible ? all.filter(visible) : all, n, last);
   }
 
   /** OCI 1.1 referrers: an image index of the manifests in `name` whose subject is `subject`. */

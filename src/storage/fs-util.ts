@@ -1,4 +1,4 @@
-import { open, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises';
+import { link, open, readFile, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -85,6 +85,38 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, t
     throw storageError(e);
   }
   await fsyncDir(dirname(path));
+}
+
+/**
+ * Creates `path` with `data` (mode 0600) unless it exists, and returns what it holds: of several processes racing to
+ * create it, one wins and all read the winner's bytes; a crash leaves either no file or a whole one (a hard link of
+ * a complete, synced temp file).
+ */
+export async function createFileOnce(path: string, data: Uint8Array, tmpDir: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+  await mkdir(tmpDir, { recursive: true });
+  const tmp = `${tmpDir}/${randomUUID()}`;
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await link(tmp, path);
+    await fsyncDir(dirname(path));
+  } catch (e) {
+    if (errnoCode(e) !== 'EEXIST') throw e;
+  } finally {
+    await unlinkIfExists(tmp);
+  }
+  return readFile(path);
 }
 
 const HIGH_WATER = 4 * 1024 * 1024;

@@ -15,6 +15,8 @@ export class Layout {
   readonly state: string;
   /** Sizes and last uses of all blobs, so a start-up need not stat every blob file. */
   readonly blobIndex: string;
+  /** The secret that signs the bearer tokens the daemon issues (auth), shared by its workers and restarts. */
+  readonly tokenKey: string;
 
   constructor(readonly root: string) {
     this.blobs = join(root, 'blobs');
@@ -24,6 +26,7 @@ export class Layout {
     this.pidFile = join(root, 'daemon.json');
     this.state = join(root, 'state');
     this.blobIndex = join(this.state, 'blobs.index');
+    this.tokenKey = join(this.state, 'token.key');
   }
 
   blobDir(d: Digest): string {

@@ -15,7 +15,9 @@ import request, { type Test } from 'supertest';
 import { expect } from 'vitest';
 import { loadConfig, mergeLayers } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { createApp } from '../../src/http/app.js';
+import { configuredApp } from '../../src/http/server.js';
+import { localGuard } from '../../src/auth/login-limiter.js';
+import { loginLimits } from '../../src/auth/setup.js';
 import { createHttpServer } from '../../src/http/http-server.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
@@ -53,10 +55,7 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
     const log = createLogger('silent');
     const store = await openStore(config, log);
     const registry = store.registry;
-    const app = createApp(registry, log, {
-      maxManifestBytes: config.registry.maxManifestBytes,
-      maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
-    });
+    const app = await configuredApp(config, registry, log, localGuard(loginLimits(config)));
     const server = createHttpServer(app, config.http);
     await new Promise<void>((ok, fail) => {
       server.once('error', fail);

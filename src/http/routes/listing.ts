@@ -2,6 +2,7 @@ import { Router, type Response } from 'express';
 import type { Page, Registry } from '../../registry/registry.js';
 import { OCI_INDEX } from '../../registry/media-types.js';
 import { nameParam, pageSize, pathDigest, queryParam } from '../params.js';
+import { accessOf } from '../access.js';
 
 /** RFC 5988 `Link` to the next page, as the distribution spec describes. */
 function linkNext(res: Response, path: string, page: Page, n: number | undefined): void {
@@ -30,7 +31,7 @@ export function listingRoutes(registry: Registry): Router {
   r.get(CATALOG_PATH, (req, res) => {
     res.locals.route = '/v2/_catalog';
     const n = pageSize(req);
-    const page = registry.catalog(n, queryParam(req, 'last'));
+    const page = registry.catalog(n, queryParam(req, 'last'), accessOf(res).visible);
     linkNext(res, '/v2/_catalog', page, n);
     res.json({ repositories: page.items });
   });

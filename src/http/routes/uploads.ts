@@ -6,6 +6,7 @@ import { contentLength, drain, hasBody } from '../body.js';
 import { nameParam, queryDigest, queryParam } from '../params.js';
 import { parseContentRange } from '../ranges.js';
 import { parseName } from '../../registry/names.js';
+import { accessOf } from '../access.js';
 
 export const UPLOAD_START_PATH = /^\/v2\/(.+)\/blobs\/uploads\/?$/;
 export const UPLOAD_SESSION_PATH = /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/;
@@ -46,7 +47,10 @@ export function uploadRoutes(registry: Registry): Router {
     if (mount) {
       const from = queryParam(req, 'from', 'NAME_INVALID');
       if (from !== undefined) parseName(from);
-      if (await registry.canMount(name, mount, from)) {
+      // A source the caller may not read is no error: like a blob it lacks, the client just uploads (BuildKit
+      // fails a push on a 401 or 403 here).
+      const readable = from === undefined || accessOf(res).can(from, 'pull');
+      if (readable && (await registry.canMount(name, mount, from))) {
         await drain(req);
         return created(res, name, mount.value);
       }
