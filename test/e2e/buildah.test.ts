@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanup, makeTempDir, onCleanup, requireTools, skipWithoutTools, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { RegistryClient } from '../helpers/registry-client.js';
+import { authFixture, PASSWORDS } from '../helpers/auth-fixture.js';
 import { containersEnv, run, runOk, type ContainersEnv, type ToolResult } from '../helpers/tools.js';
 
 const TOOLS = { buildah: 'buildah', busybox: 'busybox-static' };
@@ -63,10 +64,11 @@ describe.skipIf(skip)('buildah bud --cache-to/--cache-from against buildcached',
     );
 
   /** One CI job: a build on store `s`, optionally importing the cache. */
-  function build(s: Store, tag: string, cacheFrom: boolean): Promise<ToolResult> {
-    const cacheRef = `${daemon.hostPort}/cache/app`;
+  function build(s: Store, tag: string, cacheFrom: boolean, target: Daemon = daemon, extra: string[] = []): Promise<ToolResult> {
+    const cacheRef = `${target.hostPort}/cache/app`;
     return buildah(s, [
       'bud',
+      ...extra,
       '--isolation',
       'chroot',
       '--layers',
@@ -173,6 +175,29 @@ describe.skipIf(skip)('buildah bud --cache-to/--cache-from against buildcached',
     expect(three.marker).toBe('built\n');
     expect(three.rand.equals(one.rand)).toBe(false);
   }, 180_000);
+
+  it('with auth on, a build pushes its cache with --creds and the next one imports it with a docker config.json', async () => {
+    const fx = await authFixture();
+    const config = join(fx.dir, 'auth.yaml');
+    await writeFile(config, JSON.stringify({ auth: fx.auth }));
+    const secured = await startDaemon({ args: ['--config', config, '--workers', '2'] });
+    try {
+      const first = await build(await newStore('auth1'), 'auth-one', true, secured, ['--creds', `ci:${PASSWORDS.ci}`]);
+      expect(first.stdout + first.stderr).toMatch(/Pushing cache/);
+      const authfile = join(work, 'auth-config.json');
+      await writeFile(authfile, JSON.stringify({ auths: { [secured.hostPort]: { auth: Buffer.from(`ci:${PASSWORDS.ci}`).toString('base64') } } }));
+      const second = await build(await newStore('auth2'), 'auth-two', true, secured, ['--authfile', authfile]);
+      expect(second.stdout + second.stderr).toMatch(/Cache pulled from remote/);
+      expect(second.stdout.trim().split('\n').pop()).toBe(first.stdout.trim().split('\n').pop());
+      // Both went through the token endpoint as ci, and nothing was refused once they held a token.
+      const lines = secured.logLines();
+      expect(lines.some((l) => l.route === '/token' && l.user === 'ci')).toBe(true);
+      expect(lines.filter((l) => l.status === 403)).toEqual([]);
+    } finally {
+      await secured.stop();
+      await fx.close();
+    }
+  }, 240_000);
 
   it('served every request without a server error', () => {
     const bad = daemon.logLines().filter((l) => typeof l.status === 'number' && (l.status >= 500 || l.status === 0));
