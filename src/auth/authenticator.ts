@@ -33,8 +33,8 @@ export type Identity = { principal: Principal; fingerprint?: string; grants?: Sc
 export type Authentication = { ok: true; identity: Identity } | { ok: false; blockedFor?: number };
 
 /**
- * Turns credentials into an identity: a password from htpasswd (bcrypt), a CI provider's OIDC JWT given as the
- * password (any user name), or a bearer token buildcached issued. Failed logins count against the client's address;
+ * Turns credentials into an identity: a password from htpasswd (bcrypt), a CI provider's OIDC JWT or a refresh
+ * token of ours given as the password (any user name), or a bearer token buildcached issued. Failed logins count against the client's address;
  * once it is blocked, credentials from it are not even looked at until the block ends.
  */
 export class Authenticator {
@@ -57,6 +57,10 @@ export class Authenticator {
   }
 
   private async check(user: string, password: string): Promise<Identity | undefined> {
+    // A refresh token of ours (what `docker login` stores as its identity token, or what a CI job got for its
+    // JWT) works as a password too, so clients that only know user:password outlive a five-minute JWT.
+    const ours = await this.bearer(password, 'refresh');
+    if (ours) return ours;
     if (this.oidc?.isJwt(password)) {
       const jwt = await this.oidc.verify(password);
       if (!jwt) return undefined;

@@ -260,6 +260,12 @@ describe('the challenge and the token endpoint', () => {
       b.data,
     );
     expect(put.status).toBe(201);
+    // The refresh token also works as a Basic password (what clients that only know user:password can hold).
+    const asPassword = await reg.http().get(`/v2/${OWN}/manifests/main`).set('Authorization', basic('oidc', res.body.refresh_token));
+    expect(asPassword.status).toBe(200);
+    // docker login asks GET with offline_token=true and stores the refresh token as its identity token.
+    const login = await reg.http().get('/token?service=buildcached&offline_token=true&client_id=docker').set('Authorization', basic('oidc', jwt));
+    expect(typeof login.body.refresh_token).toBe('string');
     // An access token is not a refresh token, and a forged one is nothing.
     const wrongUse = await reg.http().post('/token').type('form').send({ grant_type: 'refresh_token', refresh_token: res.body.token });
     expectOciError(wrongUse, 401, 'UNAUTHORIZED');

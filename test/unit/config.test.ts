@@ -278,3 +278,61 @@ describe('units', () => {
     expect(parseDuration(input)).toBeUndefined();
   });
 });
+
+describe('auth config', () => {
+  const ISSUE_EXAMPLE = `auth:
+  htpasswd: htpasswd
+  tokenTtl: 1h
+  oidc:
+    issuers:
+      - issuer: https://token.actions.githubusercontent.com
+        audience: buildcached
+        jwksFile: github-jwks.json
+  rules:
+    - anonymous: true
+      repositories: ["public/**"]
+      actions: [pull]
+    - user: ci
+      repositories: ["**"]
+      actions: [pull, push, delete]
+    - user: ops
+      admin: true
+    - oidc: { issuer: https://token.actions.githubusercontent.com, claims: { repository_owner: acme } }
+      repositories: ["{repository}/**", "acme/shared/*"]
+      actions: [pull, push]
+`;
+
+  it('takes the documented example as written, with paths relative to the config file and defaults filled in', async () => {
+    const c = await loadConfig({ file: await yamlFile('auth.yaml', ISSUE_EXAMPLE), env: {} });
+    expect(c.auth?.htpasswd).toBe(join(dir, 'htpasswd'));
+    expect(c.auth?.oidc?.issuers[0]!.jwksFile).toBe(join(dir, 'github-jwks.json'));
+    expect(c.auth?.tokenTtl).toBe(3600_000);
+    expect(c.auth?.refreshTokenTtl).toBe(7 * 24 * 3600_000);
+    expect(c.auth?.service).toBe('buildcached');
+    expect(c.auth?.failedLogins).toEqual({ max: 10, window: 60_000 });
+    expect(c.auth?.rules).toHaveLength(4);
+    expect((await loadConfig({ env: {} })).auth).toBeUndefined();
+  });
+
+  it.each([
+    ['a rule naming two kinds of caller', '- { user: ci, anonymous: true, repositories: ["**"], actions: [pull] }', 'exactly one of'],
+    ['repositories without actions', '- { user: ci, repositories: ["**"] }', 'go together'],
+    ['a rule granting nothing', '- { user: ci }', 'grants nothing'],
+    ['admin for anonymous callers', '- { anonymous: true, admin: true }', 'cannot be given to anonymous'],
+    ['a placeholder outside an oidc rule', '- { user: ci, repositories: ["{repository}/**"], actions: [pull] }', 'oidc rules only'],
+    ['a bad pattern', '- { user: ci, repositories: ["Acme//x"], actions: [pull] }', 'invalid segment'],
+    ['an unknown action', '- { user: ci, repositories: ["**"], actions: [pul] }', 'auth.rules.0.actions'],
+    ['an issuer that is not configured', '- { oidc: { issuer: "https://gitlab.com" }, repositories: ["**"], actions: [pull] }', 'not one of auth.oidc.issuers'],
+  ])('refuses %s, naming the problem', async (_what, rule, message) => {
+    const text = `auth:\n  htpasswd: htpasswd\n  rules:\n    ${rule}\n`;
+    const e = await configError(loadConfig({ file: await yamlFile('bad-auth.yaml', text), env: {} }));
+    expect(e.message).toContain(message);
+  });
+
+  it('refuses user rules without an htpasswd file, and no rules at all', async () => {
+    const noFile = await configError(loadConfig({ file: await yamlFile('a1.yaml', 'auth:\n  rules:\n    - { user: ci, admin: true }\n'), env: {} }));
+    expect(noFile.message).toContain('need auth.htpasswd');
+    const none = await configError(loadConfig({ file: await yamlFile('a2.yaml', 'auth:\n  htpasswd: h\n  rules: []\n'), env: {} }));
+    expect(none.message).toContain('no rule means no access');
+  });
+});
