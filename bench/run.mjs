@@ -5,7 +5,7 @@
 //   npm run bench -- --quick           small sizes, one round, < 2 minutes; never fails on speed
 //   node bench/run.mjs --only push,head --rounds 5 --profile   subsets; --profile writes buildcached's .cpuprofile
 //
-// Options: --quick, --rounds N, --only disk,push,pull,head,storm,rss, --profile, --keep (keep the work dir),
+// Options: --quick, --rounds N, --only disk,push,pull,head,secure,storm,rss, --profile, --keep (keep the work dir),
 //          --workdir DIR (parent of the temp dir; default the OS temp dir), --markdown / --no-markdown,
 //          --dist-no-cache (distribution without its in-memory blob descriptor cache),
 //          --workers N (buildcached serve --workers; default: its own default, one worker per core).
@@ -19,7 +19,7 @@ import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { MiB, blobSpec, digestOf } from './lib/data.mjs';
-import { Target } from './lib/http.mjs';
+import { Target, send } from './lib/http.mjs';
 import { pushMonolithic } from './lib/oci.mjs';
 import {
   DISTRIBUTION_BIN,
@@ -38,6 +38,7 @@ import {
 } from './lib/procs.mjs';
 import { diskReference, headLoad, pullLimit, pullMany, pullOne, push, pushLimit, storm, stormPlan } from './lib/scenarios.mjs';
 import { markdownReport, textTable } from './lib/report.mjs';
+import { secureSetup } from './lib/secure.mjs';
 import { median } from './lib/stats.mjs';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -50,7 +51,7 @@ const option = (name) => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const quick = flag('--quick');
-const PHASES = ['disk', 'push', 'pull', 'head', 'storm', 'rss'];
+const PHASES = ['disk', 'push', 'pull', 'head', 'secure', 'storm', 'rss'];
 const only = option('--only')?.split(',') ?? PHASES;
 for (const p of only) if (!PHASES.includes(p)) die(`unknown phase "${p}" in --only (phases: ${PHASES.join(', ')})`);
 const cfg = quick
@@ -344,6 +345,62 @@ try {
         }
       }
     }
+  }
+
+  // --- auth and TLS -----------------------------------------------------------------------------------------------
+  // HEAD with auth on (a bearer token, and Basic credentials on every request) against the same daemon build with
+  // auth off (the "limit" column: % of limit = auth on / auth off), distribution with its htpasswd auth beside it;
+  // then a pull over TLS, both registries with the same self-signed certificate, plain HTTP as the limit.
+  if (only.includes('secure')) {
+    const sec = secureSetup(join(work, 'secure'));
+    const headSpecs = Array.from({ length: 8 }, (_, i) => blobSpec(`secure-head-${i}`, 1 * MiB));
+    const tlsSpec = blobSpec('secure-tls', cfg.pullSize);
+    [...headSpecs, tlsSpec].forEach(digestOf);
+    const seed = async (t, specs) => {
+      for (const s of specs) await pushMonolithic(t, 'bench/secure', s);
+    };
+    await seed(A(), [...headSpecs, tlsSpec]);
+    const paths = headSpecs.map((s) => `/v2/bench/secure/blobs/${s.digest}`);
+    const c = 16;
+
+    const bcAuth = await startBuildcached({ dataDir: join(work, 'buildcached-auth'), logFile: join(work, 'buildcached-auth.log'), appDir, workers: option('--workers'), configFile: sec.authConfig });
+    const distAuth = await startDistribution({ dataDir: join(work, 'distribution-auth'), configFile: join(work, 'distribution-auth.yml'), logFile: join(work, 'distribution-auth.log'), htpasswd: sec.htpasswd });
+    const basicBc = new Target('buildcached', bcAuth.url, { headers: { authorization: sec.basic } });
+    const basicDist = new Target('distribution', distAuth.url, { headers: { authorization: sec.basic } });
+    await seed(basicBc, headSpecs);
+    await seed(basicDist, headSpecs);
+    const token = JSON.parse((await send(basicBc, { method: 'GET', path: '/token?service=buildcached&scope=repository:bench/secure:pull', sink: 'collect' })).body).token;
+    const bearerBc = new Target('buildcached', bcAuth.url, { headers: { authorization: `Bearer ${token}` } });
+    const offBc = new Target('limit', A().url);
+    const bearerFig = figure('head-auth-bearer', `HEAD blob, concurrency ${c}, auth on: req/s (buildcached with a bearer token; distribution htpasswd, Basic)`, 'req/s', 'higher', { limitLabel: 'buildcached with auth off' });
+    const basicFig = figure('head-auth-basic', `HEAD blob, concurrency ${c}, auth on: req/s (both Basic on every request)`, 'req/s', 'higher', { limitLabel: 'buildcached with auth off (2)' });
+    for (let r = 0; r < cfg.rounds; r++) {
+      for (const [fig, runs] of [[bearerFig, [bearerBc, basicDist, offBc]], [basicFig, [basicBc, basicDist, offBc]]]) {
+        for (const t of order(runs, r)) {
+          const res = await headLoad(t, paths, c, cfg.headMs);
+          fig.samples[t.name].push(res.rps);
+          if (res.errors) problems.push(`${fig.label} — ${t.name}: ${res.errors} errors, first: ${res.firstError}`);
+          log(`[HEAD auth ${fig === bearerFig ? 'bearer' : 'basic'}] round ${r + 1}/${cfg.rounds} ${t === offBc ? 'buildcached (auth off)' : t.name}: ${fmt(res.rps)} req/s`);
+        }
+      }
+    }
+    for (const t of [basicBc, basicDist, bearerBc, offBc]) t.close();
+    await Promise.all([stop(bcAuth), stop(distAuth)]);
+
+    const bcTls = await startBuildcached({ dataDir: join(work, 'buildcached-tls'), logFile: join(work, 'buildcached-tls.log'), appDir, workers: option('--workers'), configFile: sec.tlsConfig, tls: true });
+    const distTls = await startDistribution({ dataDir: join(work, 'distribution-tls'), configFile: join(work, 'distribution-tls.yml'), logFile: join(work, 'distribution-tls.log'), tls: sec.tls });
+    const tlsTargets = [new Target('buildcached', bcTls.url, { ca: sec.ca }), new Target('distribution', distTls.url, { ca: sec.ca })];
+    for (const t of tlsTargets) await seed(t, [tlsSpec]);
+    const plain = new Target('limit', A().url);
+    const tlsFig = figure('pull-tls', `pull ${cfg.pullSize / MiB} MiB over TLS, 1 stream`, 'MB/s', 'higher', { limitLabel: 'buildcached over plain HTTP' });
+    for (let r = 0; r < cfg.rounds; r++) {
+      for (const t of order([...tlsTargets, plain], r)) {
+        const v = await measure(tlsFig, t.name, () => pullOne(t, 'bench/secure', tlsSpec));
+        log(`[pull TLS] round ${r + 1}/${cfg.rounds} ${t === plain ? 'buildcached (plain HTTP)' : t.name}: ${fmt(v)} MB/s`);
+      }
+    }
+    for (const t of [...tlsTargets, plain]) t.close();
+    await Promise.all([stop(bcTls), stop(distTls)]);
   }
 
   // --- CI storm ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // A small HTTP/1.1 client on node:http with one keep-alive agent per target. No third-party load tool: the same
 // client drives every target, so its own cost is the same for all of them (and is part of the "limit" rows).
 import http from 'node:http';
+import https from 'node:https';
 import { createHash } from 'node:crypto';
 import { slices } from './data.mjs';
 
@@ -9,15 +10,20 @@ const IDLE_TIMEOUT_MS = 180_000;
 export class Target {
   /**
    * @param {string} name  short name used in the tables (buildcached, distribution, limit)
-   * @param {string} url   base URL, e.g. http://127.0.0.1:41234
+   * @param {string} url   base URL, e.g. http://127.0.0.1:41234 (https: with `ca`)
+   * @param {{headers?: object, ca?: Buffer}} [opts]
    */
-  constructor(name, url) {
+  constructor(name, url, { headers = {}, ca } = {}) {
     this.name = name;
     this.url = url;
     const u = new URL(url);
     this.host = u.hostname;
     this.port = Number(u.port);
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256 });
+    this.tls = u.protocol === 'https:';
+    /** Sent with every request (e.g. Authorization). */
+    this.headers = headers;
+    const agentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 256 };
+    this.agent = this.tls ? new https.Agent({ ...agentOptions, ca, servername: 'localhost' }) : new http.Agent(agentOptions);
   }
 
   /** Path (with query) of a URL the server returned, which may be absolute (distribution) or relative (buildcached). */
@@ -60,12 +66,12 @@ async function writeBody(req, body) {
  */
 export function send(target, opts) {
   const { method, path, body, sink = 'none' } = opts;
-  const headers = { ...opts.headers };
+  const headers = { ...target.headers, ...opts.headers };
   if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
   else if (body) headers['content-length'] = String((body.end ?? body.spec.size) - (body.start ?? 0));
   else if (method === 'PUT' || method === 'POST' || method === 'PATCH') headers['content-length'] = '0';
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: target.host, port: target.port, method, path, headers, agent: target.agent });
+    const req = (target.tls ? https : http).request({ host: target.host, port: target.port, method, path, headers, agent: target.agent });
     req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(new Error(`${method} ${path}: no activity for ${IDLE_TIMEOUT_MS / 1000} s`)));
     req.on('error', reject);
     req.on('response', (res) => {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import http from 'node:http';
+import https from 'node:https';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -130,15 +131,16 @@ function waitForLine(proc, out, pick, timeoutMs) {
   });
 }
 
-/** Polls GET /v2/ until the registry answers (any HTTP status), or fails if it exits first. */
+/** Polls GET /v2/ until the registry answers 200 (or 401, with auth), or fails if it exits first. */
 async function waitReady(proc, url, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
+  const get = url.startsWith('https:') ? (u, cb) => https.get(u, { rejectUnauthorized: false }, cb) : http.get;
   for (;;) {
     if (proc.exited) throw new Error(`${proc.name} exited before it was ready: ${logTail(proc.logFile)}`);
     const ok = await new Promise((resolve) => {
-      const req = http.get(`${url}/v2/`, (res) => {
+      const req = get(`${url}/v2/`, (res) => {
         res.resume();
-        resolve(res.statusCode === 200);
+        resolve(res.statusCode === 200 || res.statusCode === 401);
       });
       req.on('error', () => resolve(false));
       req.setTimeout(1000, () => req.destroy());
@@ -154,32 +156,41 @@ async function waitReady(proc, url, timeoutMs) {
  * hidden at warn, so the ephemeral port is chosen here (bound to port 0, released, passed with --listen) and the
  * daemon is polled until it answers.
  */
-export async function startBuildcached({ dataDir, logFile, profileDir, appDir = REPO_ROOT, workers }) {
+export async function startBuildcached({ dataDir, logFile, profileDir, appDir = REPO_ROOT, workers, configFile, tls = false }) {
   await mkdir(dataDir, { recursive: true });
   const port = await freePort();
   // BENCH_BUILDCACHED_NODE_ARGS: extra node flags for experiments (e.g. "--trace-gc", "--max-semi-space-size=64").
   const extra = (process.env.BENCH_BUILDCACHED_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const nodeArgs = [...extra, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
-  const serveArgs = ['serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...(workers ? ['--workers', String(workers)] : [])];
+  const serveArgs = [
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--data',
+    dataDir,
+    ...(workers ? ['--workers', String(workers)] : []),
+    ...(configFile ? ['--config', configFile] : []),
+  ];
   const child = spawn(process.execPath, [...nodeArgs, 'dist/main.js', ...serveArgs], {
     cwd: appDir,
     env: { ...process.env, BUILDCACHED_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  return serving(child, 'buildcached', logFile, port);
+  return serving(child, 'buildcached', logFile, port, tls ? 'https' : 'http');
 }
 
 /** Tracks a started registry, logs its output, and resolves once it answers on 127.0.0.1:`port`. */
-async function serving(child, name, logFile, port) {
+async function serving(child, name, logFile, port, scheme = 'http') {
   const proc = track(child, name, logFile);
   child.stdout.pipe(tee(child, logFile));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${scheme}://127.0.0.1:${port}`;
   await waitReady(proc, url, 20_000);
   return Object.assign(proc, { url });
 }
 
-/** CNCF distribution: filesystem storage, error-level logs, no access log, delete enabled, no auth. */
-export async function startDistribution({ dataDir, configFile, logFile, descriptorCache = true }) {
+/** CNCF distribution: filesystem storage, error-level logs, no access log, delete enabled; no auth and plain HTTP
+ *  unless `htpasswd` (a file of bcrypt entries) or `tls` ({cert, key} files) are given. */
+export async function startDistribution({ dataDir, configFile, logFile, descriptorCache = true, htpasswd, tls }) {
   await mkdir(dataDir, { recursive: true });
   const port = await freePort();
   // The same storage settings as the Debian package's /etc/docker/registry/config.yml (including the in-memory
@@ -199,13 +210,15 @@ export async function startDistribution({ dataDir, configFile, logFile, descript
     '  maintenance:',
     '    uploadpurging:',
     '      enabled: false',
+    ...(htpasswd ? ['auth:', '  htpasswd:', '    realm: bench', `    path: ${JSON.stringify(htpasswd)}`] : []),
     'http:',
     `  addr: 127.0.0.1:${port}`,
+    ...(tls ? ['  tls:', `    certificate: ${JSON.stringify(tls.cert)}`, `    key: ${JSON.stringify(tls.key)}`] : []),
     '',
   ].join('\n');
   await writeFile(configFile, yaml);
   const child = spawn(DISTRIBUTION_BIN, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return serving(child, 'distribution', logFile, port);
+  return serving(child, 'distribution', logFile, port, tls ? 'https' : 'http');
 }
 
 /** The bare Node server (bench/lib/bare-server.mjs), the "Node loopback limit". */

@@ -4,7 +4,8 @@ import type { OidcVerifier } from './oidc.js';
 import type { Policy } from './policy.js';
 import { ANONYMOUS, type Principal } from './principal.js';
 import type { Scope } from './scope.js';
-import type { TokenIssuer } from './tokens.js';
+import { ISSUER, type TokenIssuer } from './tokens.js';
+import { jwtIssuer } from './jwt-shape.js';
 
 /** What an Authorization header carries. */
 export type Credential =
@@ -57,11 +58,13 @@ export class Authenticator {
   }
 
   private async check(user: string, password: string): Promise<Identity | undefined> {
+    const issuer = jwtIssuer(password);
     // A refresh token of ours (what `docker login` stores as its identity token, or what a CI job got for its
     // JWT) works as a password too, so clients that only know user:password outlive a five-minute JWT.
-    const ours = await this.bearer(password, 'refresh');
-    if (ours) return ours;
-    if (this.oidc?.isJwt(password)) {
+    if (issuer === ISSUER) return this.bearer(password, 'refresh');
+    // Any other JWT is a CI job's, never tried as a password.
+    if (issuer !== undefined) {
+      if (!this.oidc) return undefined;
       const jwt = await this.oidc.verify(password);
       if (!jwt) return undefined;
       const claims: Record<string, unknown> = {};

@@ -42,7 +42,8 @@ const DUMMY_HASH = '$2b$10$hGvkCfGFZpUyhY/YZGwIRe8Ape5UN.OOlUFyFkpGheB0DVEcrZGgi
  * a change of the file forgets them.
  */
 export class Htpasswd {
-  private readonly file: WatchedFile<Map<string, string>>;
+  /** Users with their hash and its fingerprint, computed once per read of the file. */
+  private readonly file: WatchedFile<Map<string, { hash: string; fingerprint: string }>>;
   private readonly verified = new LRUCache<string, string>({ max: 10_000, ttl: 5 * 60_000 });
 
   constructor(path: string, log: Logger) {
@@ -51,7 +52,7 @@ export class Htpasswd {
       (text) => {
         const { users, problems } = parseHtpasswd(text);
         for (const p of problems) log.warn({ file: path }, `htpasswd ${p}; entry ignored`);
-        return users;
+        return new Map([...users].map(([user, hash]) => [user, { hash, fingerprint: fingerprintOf(hash) }]));
       },
       log,
       (users) => {
@@ -68,20 +69,17 @@ export class Htpasswd {
 
   /** The user's current fingerprint, or undefined when the user no longer exists. */
   fingerprint(user: string): string | undefined {
-    const hash = this.file.current().get(user);
-    return hash === undefined ? undefined : fingerprintOf(hash);
+    return this.file.current().get(user)?.fingerprint;
   }
 
   /** The user's fingerprint when the password is right, else undefined. */
   async verify(user: string, password: string): Promise<string | undefined> {
     const key = createHash('sha256').update(user).update('\0').update(password).digest('base64url');
-    const hash = this.file.current().get(user);
-    const hit = this.verified.get(key);
-    if (hit !== undefined && hash !== undefined && hit === fingerprintOf(hash)) return hit;
-    const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
-    if (!ok || hash === undefined) return undefined;
-    const fp = fingerprintOf(hash);
-    this.verified.set(key, fp);
-    return fp;
+    const entry = this.file.current().get(user);
+    if (entry && this.verified.get(key) === entry.fingerprint) return entry.fingerprint;
+    const ok = await bcrypt.compare(password, entry?.hash ?? DUMMY_HASH);
+    if (!ok || !entry) return undefined;
+    this.verified.set(key, entry.fingerprint);
+    return entry.fingerprint;
   }
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { jwtIssuer } from './jwt-shape.js';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../observability/logger.js';
 import { WatchedFile } from './watched-file.js';
@@ -51,17 +52,6 @@ function keySource(c: IssuerConfig, log: Logger): { keys: JWTVerifyGetKey; load(
   return { keys, load: async () => {} };
 }
 
-/** Something shaped like a JWT (three base64url parts) that names one of our issuers; undefined otherwise. */
-function issuerClaim(token: string): string | undefined {
-  if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) return undefined;
-  try {
-    const iss = decodeJwt(token).iss;
-    return typeof iss === 'string' ? iss : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * CI providers' OIDC tokens, verified with jose against the issuer's keys: signature, `iss`, `aud`, `exp`/`nbf`
  * with a small clock skew. A verified token is remembered (by its hash) until it expires.
@@ -83,17 +73,12 @@ export class OidcVerifier {
     for (const i of this.issuers.values()) await i.load();
   }
 
-  /** Whether `password` is a JWT (then it is never tried as a password): any JWT with an `iss`, ours or not. */
-  isJwt(password: string): boolean {
-    return issuerClaim(password) !== undefined;
-  }
-
   /** The verified token, or undefined: unknown issuer, bad signature, wrong audience, expired, not yet valid. */
   async verify(token: string): Promise<VerifiedJwt | undefined> {
     const key = createHash('sha256').update(token).digest('base64url');
     const hit = this.verified.get(key);
     if (hit) return hit;
-    const iss = issuerClaim(token);
+    const iss = jwtIssuer(token);
     const issuer = iss === undefined ? undefined : this.issuers.get(iss);
     if (!issuer) return undefined;
     try {
