@@ -159,6 +159,17 @@ function request(agent, url, method, path) {
   });
 }
 
+function adminRequest(dataDir, method, path) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: join(dataDir, 'admin.sock'), method, path }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** HEADs random known digests at `concurrency` until `until()` is true; returns latency percentiles in ms. */
 async function headLoad(url, digests, concurrency, until) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
@@ -229,10 +240,11 @@ try {
 
   const idle = await headLoad(full.url, sample, 16, ((end) => () => performance.now() > end)(performance.now() + 3000));
   let evicting = true;
-  const agent = new http.Agent({ keepAlive: false });
   const te = performance.now();
-  const evict = request(agent, full.url, 'POST', '/admin/v1/prune?olderThan=0s').then((s) => {
+  // The admin API answers on the data directory's socket only (never on the registry's port).
+  const evict = adminRequest(dataDir, 'POST', '/admin/v1/prune?olderThan=0s').then((s) => {
     evicting = false;
+    if (s !== 200) throw new Error(`prune answered HTTP ${s}: the eviction figure would measure nothing`);
     return s;
   });
   const during = await headLoad(full.url, sample, 16, () => !evicting);
