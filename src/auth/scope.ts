@@ -7,6 +7,8 @@ export const ACTIONS: readonly Action[] = ['pull', 'push', 'delete'];
 /** A Docker token scope: `repository:<name>:<actions>`, or the catalog (`registry:catalog:*`). */
 export type Scope = { type: 'repository'; name: string; actions: Action[] } | { type: 'catalog' };
 
+const MAX_SCOPES = 64;
+
 /** `*` (distribution's "everything") stands for every action; unknown actions are dropped, not errors. */
 function parseActions(list: string): Action[] {
   const out = new Set<Action>();
@@ -25,6 +27,8 @@ export function parseScopes(values: readonly string[]): Scope[] {
   const out: Scope[] = [];
   for (const value of values) {
     for (const s of value.split(' ')) {
+      // A token carries its grants: a few dozen is what any client asks; more would only bloat every request.
+      if (out.length >= MAX_SCOPES) return out;
       if (s === 'registry:catalog:*') {
         out.push({ type: 'catalog' });
         continue;

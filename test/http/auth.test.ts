@@ -279,6 +279,52 @@ describe('the challenge and the token endpoint', () => {
   });
 });
 
+describe('hostile credentials', () => {
+  it('malformed Authorization headers and token requests get 4xx with an OCI body, never a 5xx', async () => {
+    const junk = [
+      'Basic',
+      'Basic ',
+      'Basic ====',
+      `Basic ${Buffer.from('no-colon').toString('base64')}`,
+      `Basic ${Buffer.from(':empty-user').toString('base64')}`,
+      `Basic ${Buffer.from(`ci:${'x'.repeat(4000)}`).toString('base64')}`,
+      `Basic ${Buffer.from('oidc:a.b.c').toString('base64')}`,
+      `Basic ${Buffer.from('oidc:eyJhbGciOiJub25lIn0.eyJpc3MiOiJidWlsZGNhY2hlZCJ9.').toString('base64')}`,
+      'Bearer ',
+      'Bearer a.b.c',
+      'Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOiJidWlsZGNhY2hlZCIsInVzZSI6ImFjY2VzcyJ9.',
+      'Negotiate abc',
+      'bearer\tabc',
+    ];
+    for (const h of junk) {
+      for (const path of ['/v2/', `/v2/${OWN}/manifests/main`, '/v2/_catalog', '/token?scope=repository:a:pull']) {
+        const res = await reg.http().get(path).set('Authorization', h);
+        expect([400, 401, 403], `${h} ${path}: ${res.status}`).toContain(res.status);
+        expect(res.body.errors?.[0]?.code, `${h} ${path}`).toBeDefined();
+      }
+    }
+    const forms = [{}, { grant_type: 'password' }, { grant_type: 'refresh_token' }, { grant_type: 'password', username: ['a', 'b'] }, { grant_type: ['x', 'y'] }];
+    for (const f of forms) {
+      const res = await reg.http().post('/token').type('form').send(f);
+      expect([400, 401], JSON.stringify(f)).toContain(res.status);
+    }
+    const json = await reg.http().post('/token').set('Content-Type', 'application/json').send('{"grant_type":"password"}');
+    expect(json.status).toBe(400);
+    const huge = await reg.http().post('/token').type('form').send(`grant_type=password&password=${'x'.repeat(100_000)}`);
+    expect(huge.status).toBe(413);
+    // Still serving.
+    expect((await reg.http().get('/v2/').set('Authorization', basic('ci', PASSWORDS.ci))).status).toBe(200);
+  });
+
+  it('a token asking for hundreds of scopes is granted at most 64', async () => {
+    const scopes = Array.from({ length: 300 }, (_, i) => `repository:team/r${i}:pull`).join(' ');
+    const res = await reg.http().post('/token').type('form').send({ grant_type: 'password', username: 'ci', password: PASSWORDS.ci, scope: scopes });
+    expect(res.status).toBe(200);
+    const payload = JSON.parse(Buffer.from(res.body.token.split('.')[1], 'base64url').toString());
+    expect(payload.g).toHaveLength(64);
+  });
+});
+
 describe('tenant isolation with auth on', () => {
   it('a caller allowed a/** cannot HEAD, GET or mount a blob that only b/x has, by digest', async () => {
     const f = await authFixture([{ user: 'reader', repositories: ['a/**'], actions: ['pull', 'push'] }]);
