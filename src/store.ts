@@ -16,6 +16,7 @@ import { CacheTracker } from './cache/cache.js';
 import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
+import { FallbackRules } from './registry/fallback.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -135,7 +136,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     recency,
     evictor,
     cache,
-    admin: new Admin(layout, blobs, repos, recency, evictor),
+    admin: new Admin(layout, blobs, repos, recency, evictor, cache.fallbacks),
     ledger,
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');
@@ -174,4 +175,5 @@ export async function openWorkerStores(
 const registryOptions = (config: Config) => ({
   automaticCrossMount: config.registry.automaticCrossMount,
   deleteEnabled: config.storage.deleteEnabled,
+  fallback: new FallbackRules(config.registry.fallback),
 });

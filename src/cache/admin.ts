@@ -18,6 +18,8 @@ export interface Status {
   blobCount: number;
   references: ReferenceInfo[];
   evictions: Evictor['totals'];
+  /** Missing tags answered by a fallback rule since start, by repository. */
+  fallbacks: Record<string, number>;
 }
 
 /** The admin operations, served in-process or (from a worker process) forwarded to the store's owner. */
@@ -43,6 +45,7 @@ export class Admin implements AdminApi {
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
     private readonly evictor: Evictor,
+    private readonly fallbacks: ReadonlyMap<string, number> = new Map(),
   ) {}
 
   async status(): Promise<Status> {
@@ -59,6 +62,7 @@ export class Admin implements AdminApi {
       blobCount: this.blobs.count,
       references: await this.du(),
       evictions: this.evictor.totals,
+      fallbacks: Object.fromEntries([...this.fallbacks].sort(([a], [b]) => (a < b ? -1 : 1))),
     };
   }
 

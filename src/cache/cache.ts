@@ -6,6 +6,9 @@ import type { Recency } from './recency.js';
 
 /** Feeds registry traffic into recency (what to evict last) and the evictor (when to evict). */
 export class CacheTracker implements CacheHooks {
+  /** Fallbacks served since start, by repository (every worker's, relayed here). */
+  readonly fallbacks = new Map<string, number>();
+
   constructor(
     private readonly blobs: BlobStore,
     readonly recency: Recency,
@@ -46,5 +49,9 @@ export class CacheTracker implements CacheHooks {
 
   storageFull(): void {
     this.evictor.onDiskFull();
+  }
+
+  fallbackServed(repo: string): void {
+    this.fallbacks.set(repo, (this.fallbacks.get(repo) ?? 0) + 1);
   }
 }

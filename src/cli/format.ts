@@ -39,6 +39,8 @@ export function formatStatus(s: Status): string {
     `references  ${s.references.length}`,
     `evicted     ${s.evictions.tags} tags, ${s.evictions.manifests} manifests, ${s.evictions.blobs} blobs, ${humanBytes(s.evictions.bytesReclaimed)} reclaimed in ${s.evictions.runs} runs since start`,
   ];
+  const fallbacks = Object.entries(s.fallbacks);
+  if (fallbacks.length) lines.push(`fallbacks   ${fallbacks.map(([repo, n]) => `${repo} ${n}`).join(', ')} (missing tags served by another tag since start)`);
   return `${lines.join('\n')}\n\n${formatReferences(s.references)}`;
 }
 

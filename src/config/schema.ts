@@ -79,6 +79,15 @@ const repositoryPattern = z.string().superRefine((v, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: `"${v}" ${problem}` });
 });
 
+/** A tag or a glob over tags (`pr-*`). */
+const tagGlob = z.string().regex(/^[a-zA-Z0-9_*][a-zA-Z0-9._*-]{0,127}$/, 'must be a tag, or a glob of one with *');
+
+const fallbackRule = z.strictObject({
+  repositories: z.array(repositoryPattern).min(1),
+  tags: z.array(tagGlob).min(1),
+  to: z.array(z.union([z.literal('@recent'), z.string().regex(/^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/, 'must be a tag or @recent')])).min(1),
+});
+
 const oneOrMore = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
 
 /** One access rule: who (exactly one of anonymous, user, oidc), and what (repositories with actions, and/or admin). */
@@ -187,6 +196,8 @@ export const configSchema = z.strictObject({
     maxManifestBytes: bytes,
     automaticCrossMount: z.boolean(),
     tenantIsolation: z.enum(['auto', 'on', 'off']),
+    /** A manifest asked for by a tag that does not exist is answered with another tag's (see fallback.ts). */
+    fallback: z.array(fallbackRule),
   }),
   http: z.strictObject({
     headersTimeout: timeout,

@@ -39,6 +39,8 @@ export function requestLog(log: Logger): RequestHandler {
         repo: res.locals.repo,
         // Who, by name (never a credential), when auth is on.
         user: res.locals.user,
+        // The tag that answered for a missing one (registry.fallback).
+        fallback: res.locals.fallback,
         status,
         code: res.locals.errorCode,
         bytesIn: bytesIn(),

@@ -7,13 +7,15 @@ import type { ErrorCode } from '../core/errors.js';
  * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin listener.
  */
 
-/** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full. */
+/** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full,
+ *  b = a fallback served (branch fallback) in a repository. */
 export type UsageSignal =
   | ['p', string]
   | ['r', string]
   | ['w', string]
   | ['m', string, string, string | null]
-  | ['f'];
+  | ['f']
+  | ['b', string];
 
 /** Requests a worker makes of the primary and awaits an answer to. */
 export type AdminOp =

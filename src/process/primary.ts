@@ -34,6 +34,9 @@ function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
       case 'f':
         cache.storageFull();
         break;
+      case 'b':
+        cache.fallbackServed(s[1]);
+        break;
     }
   }
 }

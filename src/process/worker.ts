@@ -93,6 +93,9 @@ class ForwardingHooks implements CacheHooks {
   storageFull(): void {
     this.push(['f']);
   }
+  fallbackServed(repo: string): void {
+    this.push(['b', repo]);
+  }
 }
 
 /** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */

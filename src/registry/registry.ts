@@ -9,11 +9,14 @@ import type { BlobMembership } from '../storage/blob-membership.js';
 import { parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
+import { RECENT, type FallbackRules } from './fallback.js';
 
 export interface RegistryOptions {
   /** Mount without `from` succeeds when the blob exists (OCI "automatic content discovery"). */
   automaticCrossMount: boolean;
   deleteEnabled: boolean;
+  /** Which missing tags are answered with another tag's manifest. */
+  fallback: FallbackRules;
 }
 
 /**
@@ -30,6 +33,8 @@ export interface CacheHooks {
   blobRead(digest: string): void;
   written(digest: string): void;
   manifestUsed(repo: string, digest: string, tag: string | undefined): void;
+  /** A missing tag of `repo` was answered with another tag's manifest. */
+  fallbackServed(repo: string): void;
   storageFull(): void;
 }
 
@@ -38,8 +43,13 @@ export interface Reservation {
   release(): void;
 }
 
-export interface StoredManifest {
+export interface ResolvedManifest {
   record: ManifestRecord;
+  /** The tag whose manifest answered, when the tag asked for does not exist and a fallback rule applied. */
+  fallback?: string;
+}
+
+export interface StoredManifest extends ResolvedManifest {
   reader: BlobReader;
 }
 
@@ -228,22 +238,43 @@ export class Registry {
     return record;
   }
 
-  async resolve(name: string, ref: Reference): Promise<ManifestRecord> {
-    const digest = ref.kind === 'tag' ? await this.repos.lookupTag(name, ref.tag) : ref.digest.value;
-    const record = digest ? await this.repos.lookupManifest(name, digest) : undefined;
-    if (!record) {
+  private async byTag(name: string, tag: string): Promise<ManifestRecord | undefined> {
+    const digest = await this.repos.lookupTag(name, tag);
+    return digest ? this.repos.lookupManifest(name, digest) : undefined;
+  }
+
+  /**
+   * A missing tag's stand-in: the first of the matching rule's `to` tags that exists in the same repository
+   * (`@recent`: the tag changed most recently), so a new branch's first build imports a warm cache.
+   */
+  private async fallbackFor(name: string, tag: string): Promise<ResolvedManifest | undefined> {
+    for (const candidate of this.options.fallback.candidates(name, tag)) {
+      const served = candidate === RECENT ? this.repos.latestTag(name, tag) : candidate;
+      const record = served === undefined ? undefined : await this.byTag(name, served);
+      if (record) return { record, fallback: served! };
+    }
+    return undefined;
+  }
+
+  /** A manifest by tag or digest; a missing tag may be answered by a fallback (never a missing digest). */
+  async resolve(name: string, ref: Reference): Promise<ResolvedManifest> {
+    const record = ref.kind === 'tag' ? await this.byTag(name, ref.tag) : await this.repos.lookupManifest(name, ref.digest.value);
+    const found = record ? { record } : ref.kind === 'tag' ? await this.fallbackFor(name, ref.tag) : undefined;
+    if (!found) {
       const what = ref.kind === 'tag' ? `${name}:${ref.tag}` : `${name}@${ref.digest.value}`;
       throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
     }
-    this.cache.manifestUsed(name, record.digest, ref.kind === 'tag' ? ref.tag : undefined);
-    return record;
+    // A fallback is a use of the tag that answered: it keeps that cache warm.
+    this.cache.manifestUsed(name, found.record.digest, found.fallback ?? (ref.kind === 'tag' ? ref.tag : undefined));
+    if (found.fallback) this.cache.fallbackServed(name);
+    return found;
   }
 
   async openManifest(name: string, ref: Reference): Promise<StoredManifest> {
-    const record = await this.resolve(name, ref);
-    const reader = await this.blobs.openReader(parseDigest(record.digest));
-    if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${record.digest} content is missing`, { name });
-    return { record, reader };
+    const found = await this.resolve(name, ref);
+    const reader = await this.blobs.openReader(parseDigest(found.record.digest));
+    if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${found.record.digest} content is missing`, { name });
+    return { ...found, reader };
   }
 
   async deleteManifest(name: string, ref: Reference): Promise<void> {

@@ -1,5 +1,5 @@
-import { readFileSync, readdirSync } from 'node:fs';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { OciError, errnoCode } from '../core/errors.js';
 import { parseDigest, tryParseDigest } from '../core/digest.js';
@@ -31,6 +31,8 @@ export function toRecord(data: ManifestRecordData): ManifestRecord {
 
 interface Repository {
   tags: Map<string, string>;
+  /** When each tag was last pointed at a manifest (its file's mtime, the same in every process). */
+  changed: Map<string, number>;
   manifests: Map<string, ManifestRecord>;
 }
 
@@ -77,11 +79,17 @@ export class RepositoryStore {
    */
   private refreshTag(name: string, tag: string): Promise<void> {
     return this.refreshes.run(`t\u0000${name}\u0000${tag}`, async () => {
-      const target = await this.readTag(name, tag);
-      if (target === undefined) return;
+      const read = await this.readTag(name, tag);
+      if (read === undefined) return;
+      const { target, changed } = read;
       if (target && !this.manifest(name, target)) await this.refreshManifest(name, target);
-      if (target && this.manifest(name, target)) this.repo(name, true).tags.set(tag, target);
-      else this.repo(name)?.tags.delete(tag);
+      if (target && this.manifest(name, target)) {
+        const repo = this.repo(name, true);
+        repo.tags.set(tag, target);
+        repo.changed.set(tag, changed);
+      } else {
+        this.forgetTag(this.repo(name), tag);
+      }
     });
   }
 
@@ -100,13 +108,21 @@ export class RepositoryStore {
     });
   }
 
-  /** A tag file's target digest; '' when there is no such tag, undefined when the file cannot be read. */
-  private async readTag(name: string, tag: string): Promise<string | undefined> {
+  /** A tag file's target digest and mtime; target '' when there is no such tag, undefined when the file cannot be
+   *  read. Should the tag change between the two reads, its event makes this process read it again. */
+  private async readTag(name: string, tag: string): Promise<{ target: string; changed: number } | undefined> {
+    const path = this.layout.tag(name, tag);
     try {
-      return (await readFile(this.layout.tag(name, tag), 'utf8')).trim();
+      const target = (await readFile(path, 'utf8')).trim();
+      return { target, changed: (await stat(path)).mtimeMs };
     } catch (e) {
-      return errnoCode(e) === 'ENOENT' ? '' : undefined;
+      return errnoCode(e) === 'ENOENT' ? { target: '', changed: 0 } : undefined;
     }
+  }
+
+  private forgetTag(repo: Repository | undefined, tag: string): void {
+    repo?.tags.delete(tag);
+    repo?.changed.delete(tag);
   }
 
   /** A manifest record file; null when there is none (or it is not this digest's), undefined when it cannot be
@@ -132,7 +148,7 @@ export class RepositoryStore {
     const repo = this.repo(name);
     const rec = repo?.manifests.get(digest);
     if (!repo || !rec) return;
-    for (const [tag, target] of [...repo.tags]) if (target === digest) repo.tags.delete(tag);
+    for (const [tag, target] of [...repo.tags]) if (target === digest) this.forgetTag(repo, tag);
     this.countReferences(rec, -1);
     repo.manifests.delete(digest);
   }
@@ -181,12 +197,18 @@ export class RepositoryStore {
     }
     for (const tag of list(join(base, '_tags'))) {
       let target = '';
+      let changed = 0;
       try {
-        target = readFileSync(this.layout.tag(name, tag), 'utf8').trim();
+        const path = this.layout.tag(name, tag);
+        target = readFileSync(path, 'utf8').trim();
+        changed = statSync(path).mtimeMs;
       } catch {
         continue;
       }
-      if (repo.manifests.has(target)) repo.tags.set(tag, target);
+      if (repo.manifests.has(target)) {
+        repo.tags.set(tag, target);
+        repo.changed.set(tag, changed);
+      }
     }
   }
 
@@ -195,7 +217,7 @@ export class RepositoryStore {
   private repo(name: string, create = false): Repository | undefined {
     let r = this.repos.get(name);
     if (!r && create) {
-      r = { tags: new Map(), manifests: new Map() };
+      r = { tags: new Map(), changed: new Map(), manifests: new Map() };
       this.repos.set(name, r);
     }
     return r;
@@ -245,6 +267,16 @@ export class RepositoryStore {
   tags(name: string): string[] | undefined {
     const r = this.repo(name);
     return r ? [...r.tags.keys()].sort() : undefined;
+  }
+
+  /** The tag of `name` changed most recently, other than `except`; undefined when there is none. */
+  latestTag(name: string, except: string): string | undefined {
+    let best: string | undefined;
+    let when = -Infinity;
+    for (const [tag, changed] of this.repo(name)?.changed ?? []) {
+      if (tag !== except && changed > when) [best, when] = [tag, changed];
+    }
+    return best;
   }
 
   resolveTag(name: string, tag: string): string | undefined {

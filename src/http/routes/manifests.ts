@@ -17,6 +17,13 @@ function manifestHeaders(res: Response, m: ManifestRecord): void {
   });
 }
 
+/** Says which tag answered for a missing one (registry.fallback), to the client and in the request log. */
+function fallbackHeader(res: Response, served: string | undefined): void {
+  if (served === undefined) return;
+  res.set('Buildcached-Fallback', served);
+  res.locals.fallback = served;
+}
+
 export function manifestRoutes(registry: Registry, maxManifestBytes: number, buffers: MemoryBudget): Router {
   const r = Router();
 
@@ -24,7 +31,9 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    manifestHeaders(res, await registry.resolve(name, lookupReference(String(req.params[1]))));
+    const found = await registry.resolve(name, lookupReference(String(req.params[1])));
+    manifestHeaders(res, found.record);
+    fallbackHeader(res, found.fallback);
     res.status(200).end();
   });
 
@@ -32,8 +41,9 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    const { record, reader } = await registry.openManifest(name, lookupReference(String(req.params[1])));
+    const { record, reader, fallback } = await registry.openManifest(name, lookupReference(String(req.params[1])));
     manifestHeaders(res, record);
+    fallbackHeader(res, fallback);
     res.locals.bytesOut = record.size;
     await reader.sendTo(res);
   });
