@@ -374,6 +374,8 @@ try {
     const offBc = new Target('limit', A().url);
     const bearerFig = figure('head-auth-bearer', `HEAD blob, concurrency ${c}, auth on: req/s (buildcached with a bearer token; distribution htpasswd, Basic)`, 'req/s', 'higher', { limitLabel: 'buildcached with auth off' });
     const basicFig = figure('head-auth-basic', `HEAD blob, concurrency ${c}, auth on: req/s (both Basic on every request)`, 'req/s', 'higher', { limitLabel: 'buildcached with auth off (2)' });
+    // The daemons started just now: warm them up (JIT, caches) as the main ones were by the phases before.
+    for (const t of [bearerBc, basicBc, basicDist, offBc]) await headLoad(t, paths, c, 1000);
     for (let r = 0; r < cfg.rounds; r++) {
       for (const [fig, runs] of [[bearerFig, [bearerBc, basicDist, offBc]], [basicFig, [basicBc, basicDist, offBc]]]) {
         for (const t of order(runs, r)) {
