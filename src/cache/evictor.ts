@@ -213,7 +213,8 @@ export class Evictor {
       case 'tag':
         if (this.repos.resolveTag(step.repo, step.tag) !== step.digest) return false;
         if (this.recency.tagUsed(step.repo, step.tag) !== step.lastUsed) return false;
-        await this.repos.deleteTag(step.repo, step.tag, syncs);
+        // Another worker may have re-pointed the tag since (its event on the way): only the planned target goes.
+        if (!(await this.repos.deleteTagIf(step.repo, step.tag, step.digest, syncs))) return false;
         this.recency.forgetTag(step.repo, step.tag);
         return true;
       case 'manifest':

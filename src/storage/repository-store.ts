@@ -1,5 +1,6 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { link, mkdir, readFile, readdir, rename, stat } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { OciError, errnoCode } from '../core/errors.js';
 import { parseDigest, tryParseDigest } from '../core/digest.js';
@@ -341,6 +342,38 @@ export class RepositoryStore {
     await syncDir(dirname(path), batch);
     await this.refreshTag(name, tag);
     await this.listener?.({ type: 'tag-deleted', repo: name, tag });
+  }
+
+  /**
+   * Removes a tag only if its file still points at `digest`: the evictor plans from memory, and another process
+   * may have re-pointed the tag a moment ago (its event not applied here yet). The file is moved aside first, so
+   * what is judged is exactly what is removed; a tag that turns out to point elsewhere is linked back, unless an
+   * even newer version took its place meanwhile (that one wins). False when the tag was kept.
+   */
+  async deleteTagIf(name: string, tag: string, digest: string, batch?: DirSyncs): Promise<boolean> {
+    const path = this.layout.tag(name, tag);
+    const aside = join(this.layout.tmp, `tag-${randomUUID()}`);
+    try {
+      await rename(path, aside);
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+      await this.refreshTag(name, tag);
+      return false;
+    }
+    const target = (await readFile(aside, 'utf8').catch(() => '')).trim();
+    if (target !== digest) {
+      await link(aside, path).catch((e: unknown) => {
+        if (errnoCode(e) !== 'EEXIST') throw e;
+      });
+      await unlinkIfExists(aside);
+      await this.refreshTag(name, tag);
+      return false;
+    }
+    await unlinkIfExists(aside);
+    await syncDir(dirname(path), batch);
+    await this.refreshTag(name, tag);
+    await this.listener?.({ type: 'tag-deleted', repo: name, tag });
+    return true;
   }
 
   /** Removes a manifest from a repository together with every tag pointing at it (tags first). */

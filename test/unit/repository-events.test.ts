@@ -149,4 +149,24 @@ describe('repository changes across processes', () => {
     expect(b.resolveTag('org/app', 'main')).toBeUndefined();
     expect(state(b)).toEqual(state(await openStore()));
   });
+
+  it('an eviction of a tag another process re-pointed a moment ago keeps the new target', async () => {
+    const evictor = await openStore();
+    const worker = await openStore();
+    const m1 = record('m1');
+    const m2 = record('m2');
+    await evictor.putManifest('org/app', m1, 'main');
+    await worker.putManifest('org/app', m2); // the worker has m2 recorded…
+    await evictor.apply({ type: 'manifest-put', repo: 'org/app', record: { ...m2, references: [] } });
+    await worker.lookupTag('org/app', 'main');
+    await worker.putManifest('org/app', m2, 'main'); // …and re-points main; the evictor has not heard yet
+    expect(evictor.resolveTag('org/app', 'main')).toBe(m1.digest); // what its plan saw
+    expect(await evictor.deleteTagIf('org/app', 'main', m1.digest)).toBe(false);
+    expect(evictor.resolveTag('org/app', 'main')).toBe(m2.digest); // it read the file it judged
+    expect((await openStore()).resolveTag('org/app', 'main')).toBe(m2.digest);
+    // With the target it planned, the tag goes.
+    expect(await evictor.deleteTagIf('org/app', 'main', m2.digest)).toBe(true);
+    expect((await openStore()).resolveTag('org/app', 'main')).toBeUndefined();
+    expect(await evictor.deleteTagIf('org/app', 'main', m2.digest)).toBe(false); // already gone
+  });
 });
