@@ -28,8 +28,9 @@ export function parseAuthorization(header: string | undefined): Credential {
   return { kind: 'malformed' };
 }
 
-/** Who the caller is; `grants` only for a bearer token, which grants exactly what it lists. */
-export type Identity = { principal: Principal; fingerprint?: string; grants?: Scope[] };
+/** Who the caller is; `grants` only for a bearer token, which grants exactly what it lists; `expiresAt` for a
+ *  token's identity (what was derived from it must not outlive it). */
+export type Identity = { principal: Principal; fingerprint?: string; grants?: Scope[]; expiresAt?: number };
 
 export type Authentication = { ok: true; identity: Identity } | { ok: false; blockedFor?: number };
 
@@ -49,12 +50,18 @@ export class Authenticator {
 
   /** A user name and password (or JWT) as given to Basic auth or the token endpoint's password grant. */
   async login(user: string, password: string, address: string): Promise<Authentication> {
-    const blockedFor = this.guard.retryAfter(address);
+    const blockedFor = this.guard.admit(address);
     if (blockedFor > 0) return { ok: false, blockedFor };
-    const identity = await this.check(user, password);
-    if (identity) return { ok: true, identity };
-    this.guard.failed(address);
-    return { ok: false };
+    let identity: Identity | undefined;
+    let failed = false;
+    try {
+      identity = await this.check(user, password);
+      failed = identity === undefined;
+    } finally {
+      // A check that could not run (too busy) is no failed login.
+      this.guard.settle(address, failed);
+    }
+    return identity ? { ok: true, identity } : { ok: false };
   }
 
   private async check(user: string, password: string): Promise<Identity | undefined> {
@@ -79,8 +86,13 @@ export class Authenticator {
   async bearer(token: string, use: 'access' | 'refresh'): Promise<Identity | undefined> {
     const t = await this.tokens.verify(token, use);
     if (!t) return undefined;
-    if (t.principal.kind === 'user' && this.htpasswd?.fingerprint(t.principal.name) !== t.fingerprint) return undefined;
-    return { principal: t.principal, ...(t.fingerprint ? { fingerprint: t.fingerprint } : {}), ...(use === 'access' ? { grants: t.grants } : {}) };
+    if (t.principal.kind === 'user' && (await this.htpasswd?.fingerprint(t.principal.name)) !== t.fingerprint) return undefined;
+    return {
+      principal: t.principal,
+      expiresAt: t.expiresAt,
+      ...(t.fingerprint ? { fingerprint: t.fingerprint } : {}),
+      ...(use === 'access' ? { grants: t.grants } : {}),
+    };
   }
 
   /** Any Authorization header: none is the anonymous caller; bad or blocked credentials are a failure. */

@@ -1,4 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import PQueue from 'p-queue';
+import { OciError } from '../core/errors.js';
 import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../observability/logger.js';
@@ -32,9 +34,19 @@ export function parseHtpasswd(text: string): HtpasswdParse {
 /** Short, one-way: changes when a user's hash changes, so tokens issued before a password change stop working. */
 const fingerprintOf = (hash: string) => createHash('sha256').update(hash).digest('base64url').slice(0, 12);
 
-/** Compared against when the user is unknown, so that a wrong user name costs as long as a wrong password (the
- *  hash of a random string nobody kept). */
-const DUMMY_HASH = '$2b$10$hGvkCfGFZpUyhY/YZGwIRe8Ape5UN.OOlUFyFkpGheB0DVEcrZGgi';
+const costOf = (hash: string) => Number(hash.slice(4, 6));
+
+/** bcrypt checks at once, per process, and how many may wait: bcryptjs runs on the event loop, so a flood of
+ *  logins must queue behind a few rather than stall every other request. */
+const CONCURRENT_CHECKS = 2;
+const WAITING_CHECKS = 200;
+
+interface Users {
+  entries: Map<string, { hash: string; fingerprint: string }>;
+  /** Compared against when the user is unknown, at the file's usual cost, so that a wrong user name takes as
+   *  long as a wrong password (the hash of a random string nobody kept). */
+  dummy: string;
+}
 
 /**
  * The htpasswd file, read again when it changes. Verified credentials are remembered for a few minutes by a hash
@@ -42,9 +54,9 @@ const DUMMY_HASH = '$2b$10$hGvkCfGFZpUyhY/YZGwIRe8Ape5UN.OOlUFyFkpGheB0DVEcrZGgi
  * a change of the file forgets them.
  */
 export class Htpasswd {
-  /** Users with their hash and its fingerprint, computed once per read of the file. */
-  private readonly file: WatchedFile<Map<string, { hash: string; fingerprint: string }>>;
+  private readonly file: WatchedFile<Users>;
   private readonly verified = new LRUCache<string, string>({ max: 10_000, ttl: 5 * 60_000 });
+  private readonly checks = new PQueue({ concurrency: CONCURRENT_CHECKS });
 
   constructor(path: string, log: Logger) {
     this.file = new WatchedFile(
@@ -52,12 +64,17 @@ export class Htpasswd {
       (text) => {
         const { users, problems } = parseHtpasswd(text);
         for (const p of problems) log.warn({ file: path }, `htpasswd ${p}; entry ignored`);
-        return new Map([...users].map(([user, hash]) => [user, { hash, fingerprint: fingerprintOf(hash) }]));
+        const costs = [...users.values()].map(costOf).sort((a, b) => a - b);
+        const cost = costs[Math.floor(costs.length / 2)] ?? 10;
+        return {
+          entries: new Map([...users].map(([user, hash]) => [user, { hash, fingerprint: fingerprintOf(hash) }])),
+          dummy: bcrypt.hashSync(randomBytes(18).toString('base64'), cost),
+        };
       },
       log,
       (users) => {
         this.verified.clear();
-        log.info({ file: path, users: users.size }, 'htpasswd loaded');
+        log.info({ file: path, users: users.entries.size }, 'htpasswd loaded');
       },
     );
   }
@@ -68,16 +85,18 @@ export class Htpasswd {
   }
 
   /** The user's current fingerprint, or undefined when the user no longer exists. */
-  fingerprint(user: string): string | undefined {
-    return this.file.current().get(user)?.fingerprint;
+  async fingerprint(user: string): Promise<string | undefined> {
+    return (await this.file.current()).entries.get(user)?.fingerprint;
   }
 
-  /** The user's fingerprint when the password is right, else undefined. */
+  /** The user's fingerprint when the password is right, else undefined; TOOMANYREQUESTS when too many wait. */
   async verify(user: string, password: string): Promise<string | undefined> {
     const key = createHash('sha256').update(user).update('\0').update(password).digest('base64url');
-    const entry = this.file.current().get(user);
+    const users = await this.file.current();
+    const entry = users.entries.get(user);
     if (entry && this.verified.get(key) === entry.fingerprint) return entry.fingerprint;
-    const ok = await bcrypt.compare(password, entry?.hash ?? DUMMY_HASH);
+    if (this.checks.size >= WAITING_CHECKS) throw new OciError('TOOMANYREQUESTS', 'too many logins being checked; retry shortly', { retryAfter: 1 });
+    const ok = await this.checks.add(() => bcrypt.compare(password, entry?.hash ?? users.dummy));
     if (!ok || !entry) return undefined;
     this.verified.set(key, entry.fingerprint);
     return entry.fingerprint;

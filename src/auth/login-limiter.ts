@@ -1,10 +1,10 @@
 import { LRUCache } from 'lru-cache';
 
-/** What the HTTP layer asks about failed logins: local answers only, so a request never waits for them. */
+/** What the HTTP layer asks about logins from an address: local answers only, so a request never waits for them. */
 export interface LoginGuard {
-  /** Seconds until `address` may try credentials again; 0 when it may now. */
-  retryAfter(address: string): number;
-  failed(address: string): void;
+  /** 0 admits an attempt (which must then be settled); otherwise the seconds to wait before trying again. */
+  admit(address: string): number;
+  settle(address: string, failed: boolean): void;
 }
 
 export interface LoginLimits {
@@ -13,32 +13,61 @@ export interface LoginLimits {
   windowMs: number;
 }
 
+interface Window {
+  failures: number;
+  /** Attempts admitted and not settled yet: they count against the limit, so a burst cannot outrun it. */
+  inflight: number;
+  resetAt: number;
+}
+
 /**
- * Counts failed logins per client address in fixed windows; past `maxFailures` the address is blocked for the rest
- * of its window. Bounded: the least recently seen addresses are forgotten first.
+ * Counts logins per client address in fixed windows: failures, and attempts still being checked (bcrypt takes a
+ * while). Once failures and attempts in flight reach `maxFailures`, the address waits for the end of its window.
+ * Bounded: the least recently seen addresses are forgotten first.
  */
 export class LoginLimiter {
-  private readonly windows = new LRUCache<string, { failures: number; resetAt: number }>({ max: 100_000 });
+  private readonly windows = new LRUCache<string, Window>({ max: 100_000 });
 
   constructor(
     private readonly limits: LoginLimits,
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Records a failure; returns when the address is blocked until (ms epoch), or undefined while it is not. */
-  failed(address: string): number | undefined {
+  private window(address: string): Window {
     const now = this.now();
     let w = this.windows.get(address);
-    if (!w || w.resetAt <= now) {
-      w = { failures: 0, resetAt: now + this.limits.windowMs };
+    if (!w) {
+      w = { failures: 0, inflight: 0, resetAt: now + this.limits.windowMs };
       this.windows.set(address, w);
+    } else if (w.resetAt <= now) {
+      w.failures = 0;
+      w.resetAt = now + this.limits.windowMs;
     }
+    return w;
+  }
+
+  admit(address: string): number {
+    const w = this.window(address);
+    if (w.failures + w.inflight >= this.limits.maxFailures) return Math.max(1, Math.ceil((w.resetAt - this.now()) / 1000));
+    w.inflight++;
+    return 0;
+  }
+
+  settle(address: string, failed: boolean): void {
+    const w = this.window(address);
+    w.inflight = Math.max(0, w.inflight - 1);
+    if (failed) w.failures++;
+  }
+
+  /** Records a failure seen elsewhere (a worker's); returns the end of the block it starts, if it does. */
+  failed(address: string): number | undefined {
+    const w = this.window(address);
     w.failures++;
     return w.failures >= this.limits.maxFailures ? w.resetAt : undefined;
   }
 }
 
-/** Blocks as they were decided (here, or by the primary for every worker), by address. */
+/** Blocks as they were decided (by the primary, for every worker), by address. */
 export class BlockList {
   private readonly until = new LRUCache<string, number>({ max: 100_000 });
 
@@ -58,17 +87,16 @@ export class BlockList {
     }
     return Math.ceil(left / 1000);
   }
+
+  /** Blocks still running, for a process that starts after they were decided. */
+  active(): Array<[string, number]> {
+    const now = this.now();
+    return [...this.until.entries()].filter(([, until]) => until > now);
+  }
 }
 
 /** The guard of a single process: counts and blocks locally. */
 export function localGuard(limits: LoginLimits): LoginGuard {
   const limiter = new LoginLimiter(limits);
-  const blocked = new BlockList();
-  return {
-    retryAfter: (a) => blocked.retryAfter(a),
-    failed: (a) => {
-      const until = limiter.failed(a);
-      if (until !== undefined) blocked.block(a, until);
-    },
-  };
+  return { admit: (a) => limiter.admit(a), settle: (a, failed) => limiter.settle(a, failed) };
 }

@@ -46,7 +46,7 @@ function discoveredKeys(issuer: string): JWTVerifyGetKey {
 function keySource(c: IssuerConfig, log: Logger): { keys: JWTVerifyGetKey; load(): Promise<void> } {
   if (c.jwksFile) {
     const file = new WatchedFile(c.jwksFile, (text) => createLocalJWKSet(JSON.parse(text)), log);
-    return { keys: (header, token) => file.current()(header, token), load: async () => void (await file.load()) };
+    return { keys: async (header, token) => (await file.current())(header, token), load: async () => void (await file.load()) };
   }
   const keys = c.jwksUrl ? createRemoteJWKSet(new URL(c.jwksUrl), { timeoutDuration: FETCH_TIMEOUT_MS }) : discoveredKeys(c.issuer);
   return { keys, load: async () => {} };

@@ -19,12 +19,17 @@ interface Rule {
   admin: boolean;
 }
 
-/** A claim condition holds when the token's claim equals one of the allowed values (compared as text). */
+/**
+ * A claim condition holds when the token's claim equals one of the allowed values, compared as text and without
+ * regard to case, like the placeholders (GitHub keeps an owner's capitals in its claims; its names are unique
+ * whatever their case).
+ */
 function claimsHold(want: Record<string, string | string[]>, have: Record<string, unknown>): boolean {
   return Object.entries(want).every(([k, v]) => {
     const got = have[k];
     if (typeof got !== 'string' && typeof got !== 'number' && typeof got !== 'boolean') return false;
-    return (Array.isArray(v) ? v : [v]).includes(String(got));
+    const text = String(got).toLowerCase();
+    return (Array.isArray(v) ? v : [v]).some((x) => x.toLowerCase() === text);
   });
 }
 
@@ -89,6 +94,10 @@ export class Policy {
     for (const s of asked) {
       if (s.type === 'catalog') {
         if (p.kind !== 'anonymous' || this.anonymousAccess) out.push(s);
+        continue;
+      }
+      if (s.type === 'admin') {
+        if (this.isAdmin(p)) out.push(s);
         continue;
       }
       const allowed = this.actions(p, s.name);

@@ -4,8 +4,9 @@ import { isValidName } from '../registry/names.js';
 export type Action = 'pull' | 'push' | 'delete';
 export const ACTIONS: readonly Action[] = ['pull', 'push', 'delete'];
 
-/** A Docker token scope: `repository:<name>:<actions>`, or the catalog (`registry:catalog:*`). */
-export type Scope = { type: 'repository'; name: string; actions: Action[] } | { type: 'catalog' };
+/** A Docker token scope: `repository:<name>:<actions>`, the catalog (`registry:catalog:*`), or the admin API
+ *  through the registry port (`registry:admin:*`). */
+export type Scope = { type: 'repository'; name: string; actions: Action[] } | { type: 'catalog' } | { type: 'admin' };
 
 const MAX_SCOPES = 64;
 
@@ -29,8 +30,8 @@ export function parseScopes(values: readonly string[]): Scope[] {
     for (const s of value.split(' ')) {
       // A token carries its grants: a few dozen is what any client asks; more would only bloat every request.
       if (out.length >= MAX_SCOPES) return out;
-      if (s === 'registry:catalog:*') {
-        out.push({ type: 'catalog' });
+      if (s === 'registry:catalog:*' || s === 'registry:admin:*') {
+        out.push({ type: s === 'registry:catalog:*' ? 'catalog' : 'admin' });
         continue;
       }
       // The name sits between the type and the last colon (a name never contains one; a host:port prefix would).
@@ -46,5 +47,5 @@ export function parseScopes(values: readonly string[]): Scope[] {
 }
 
 export function formatScope(s: Scope): string {
-  return s.type === 'catalog' ? 'registry:catalog:*' : `repository:${s.name}:${s.actions.join(',')}`;
+  return s.type === 'repository' ? `repository:${s.name}:${s.actions.join(',')}` : `registry:${s.type}:*`;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { Action, Scope } from './scope.js';
@@ -33,12 +34,14 @@ function fromClaim(c: PrincipalClaim): Principal {
   return { kind: 'anonymous' };
 }
 
-/** Grants as `[name, "pull,push"]` pairs, `["*catalog"]` for the catalog: names never start with `*`. */
-type GrantClaim = [string, string] | ['*catalog'];
+/** Grants as `[name, "pull,push"]` pairs, `["*catalog"]` / `["*admin"]` for the others: names never start with `*`. */
+type GrantClaim = [string, string] | ['*catalog'] | ['*admin'];
 
-const toGrants = (g: Scope[]): GrantClaim[] => g.map((s) => (s.type === 'catalog' ? ['*catalog'] : [s.name, s.actions.join(',')]));
+const toGrants = (g: Scope[]): GrantClaim[] => g.map((s) => (s.type === 'repository' ? [s.name, s.actions.join(',')] : [`*${s.type}`] as GrantClaim));
 const fromGrants = (g: GrantClaim[]): Scope[] =>
-  g.map((x) => (x[0] === '*catalog' ? { type: 'catalog' } : { type: 'repository', name: x[0], actions: x[1]!.split(',') as Action[] }));
+  g.map((x) =>
+    x[0] === '*catalog' ? { type: 'catalog' } : x[0] === '*admin' ? { type: 'admin' } : { type: 'repository', name: x[0], actions: x[1]!.split(',') as Action[] },
+  );
 
 /**
  * The bearer tokens buildcached issues: HS256 JWTs signed with a secret kept in the data directory, so that every
@@ -46,7 +49,8 @@ const fromGrants = (g: GrantClaim[]): Scope[] =>
  * map lookup, not a signature check.
  */
 export class TokenIssuer {
-  private readonly verified = new LRUCache<string, TokenContent>({ max: 50_000 });
+  /** Bounded by the tokens' size too: a token carries up to 64 grants, and anyone may have one issued. */
+  private readonly verified = new LRUCache<string, TokenContent>({ max: 50_000, maxSize: 32 * 1024 * 1024, sizeCalculation: (_v, k) => k.length * 4 });
 
   constructor(
     private readonly secret: Uint8Array,
@@ -68,8 +72,7 @@ export class TokenIssuer {
 
   /** The token's content when it is ours, of this use, and not expired; undefined otherwise. */
   async verify(token: string, use: Use): Promise<TokenContent | undefined> {
-    // Keyed by the token itself: hashing it would cost more than the lookup on the hot path (a HEAD per layer).
-    const key = `${use}:${token}`;
+    const key = `${use}:${createHash('sha256').update(token).digest('base64url')}`;
     const hit = this.verified.get(key);
     if (hit) return hit.expiresAt > Date.now() ? hit : undefined;
     try {

@@ -2,8 +2,8 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Logger } from '../observability/logger.js';
 
 /**
- * A config-side file (htpasswd, a JWKS) read again when it changes: checked at most every `recheckMs`, in the
- * background, so a request never waits on the disk. A change that fails to read or parse keeps the last good one.
+ * A config-side file (htpasswd, a JWKS) read again when it changes, checked at most every `recheckMs`. A change
+ * that fails to read or parse keeps the last good one.
  */
 export class WatchedFile<T> {
   private value: T | undefined;
@@ -35,8 +35,11 @@ export class WatchedFile<T> {
     this.onChange(value);
   }
 
-  /** The content as last read; starts a background check when the last one is old enough. */
-  current(): T {
+  /**
+   * The content, checked against the disk at most every `recheckMs`: the request that finds a check due waits for
+   * one stat (and a read, when the file changed), so a change counts from the first request after it.
+   */
+  async current(): Promise<T> {
     const now = Date.now();
     if (!this.checking && now - this.checkedAt >= this.recheckMs) {
       this.checkedAt = now;
@@ -44,6 +47,7 @@ export class WatchedFile<T> {
         .catch((err: unknown) => this.log.error({ err, file: this.path }, 'reading the file again failed: keeping what was loaded before'))
         .finally(() => (this.checking = undefined));
     }
+    if (this.checking) await this.checking;
     return this.value!;
   }
 }

@@ -116,6 +116,10 @@ const rule = z
     if (repos === 0 && !r.admin) fail('the rule grants nothing: give repositories and actions, or admin: true');
     if (r.admin && r.anonymous) fail('admin: true cannot be given to anonymous callers');
     if (!r.oidc && (r.repositories ?? []).some((p) => placeholders(p).length > 0)) fail('{claim} placeholders are for oidc rules only');
+    // Any job of any project can get a token of a shared issuer (GitHub, GitLab.com, Buildkite) with any audience.
+    if (r.oidc && Object.keys(r.oidc.claims ?? {}).length === 0) {
+      fail('an oidc rule needs at least one claim condition (e.g. repository_owner): the audience is no secret, any project on a shared issuer can get a token for it');
+    }
   });
 
 const issuer = z

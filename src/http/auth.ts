@@ -46,6 +46,7 @@ export function needOf(method: string, path: string): Need | undefined {
 /** The scope a client should ask a token for to do what it was refused. */
 function scopeFor(need: Need): Scope | undefined {
   if (need.kind === 'catalog') return { type: 'catalog' };
+  if (need.kind === 'admin') return { type: 'admin' };
   if (need.kind !== 'repository') return undefined;
   // Docker clients ask pull with push; a delete is asked on its own.
   const actions: Action[] = need.action === 'push' ? ['pull', 'push'] : [need.action];
@@ -62,7 +63,9 @@ export interface ChallengeOptions {
 function realmOf(req: Request, opts: ChallengeOptions): string {
   if (opts.realm) return opts.realm;
   const host = req.headers.host ?? '';
-  const safe = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(host) ? host : `${req.socket.localAddress}:${req.socket.localPort}`;
+  const local = req.socket.localAddress ?? '127.0.0.1';
+  const fallback = `${local.includes(':') ? `[${local}]` : local}:${req.socket.localPort}`;
+  const safe = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(host) ? host : fallback;
   return `${req.protocol}://${safe}/token`;
 }
 
@@ -79,8 +82,10 @@ function accessFor(auth: Authenticator, id: Identity): Access {
   const visible = (repo: string) => policy.allows(id.principal, repo, 'pull');
   const grants = id.grants;
   if (!grants) return { can: (repo, action) => policy.allows(id.principal, repo, action), visible };
+  // A token grants what it lists, and only while the rules still allow it (rules change on a restart; tokens
+  // outlive it, signed with the same key).
   return {
-    can: (repo, action) => grants.some((g) => g.type === 'repository' && g.name === repo && g.actions.includes(action)),
+    can: (repo, action) => grants.some((g) => g.type === 'repository' && g.name === repo && g.actions.includes(action)) && policy.allows(id.principal, repo, action),
     visible,
   };
 }
@@ -97,7 +102,8 @@ function satisfied(auth: Authenticator, id: Identity, access: Access, need: Need
       // A token of ours, even one issued to an anonymous caller, is a valid credential (distribution's rule).
       return !anonymous || id.grants !== undefined;
     case 'admin':
-      return auth.policy.isAdmin(id.principal);
+      // A token opens the admin API only when it was issued for it: an admin's pull token handed to a build must not.
+      return auth.policy.isAdmin(id.principal) && (!id.grants || id.grants.some((g) => g.type === 'admin'));
   }
 }
 
@@ -105,6 +111,7 @@ function satisfied(auth: Authenticator, id: Identity, access: Access, need: Need
 function rulesAllow(auth: Authenticator, id: Identity, need: Need): boolean {
   if (need.kind === 'repository') return auth.policy.allows(id.principal, need.name, need.action);
   if (need.kind === 'catalog') return id.principal.kind !== 'anonymous' || auth.policy.anonymousAccess;
+  if (need.kind === 'admin') return auth.policy.isAdmin(id.principal);
   return false;
 }
 

@@ -12,7 +12,7 @@ import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, ty
 import { announce, lockDataDir, type Running } from './single.js';
 import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
-import { LoginLimiter, localGuard } from '../auth/login-limiter.js';
+import { BlockList, LoginLimiter, localGuard } from '../auth/login-limiter.js';
 import { loadAuthenticator, loginLimits } from '../auth/setup.js';
 
 /** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
@@ -77,6 +77,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   }
   const live = new Set<Worker>();
   const logins = new LoginLimiter(loginLimits(config));
+  /** Blocks in force, for workers that start (or are replaced) after they were decided. */
+  const blocks = new BlockList();
   /** Workers that said they listen. One still starting may not hear a message yet; it serves nothing, so at
    *  shutdown it is simply killed. */
   const serving = new Set<Worker>();
@@ -170,8 +172,12 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         held.delete(msg.id);
       } else if (msg.kind === 'login-failed') {
         const until = logins.failed(msg.address);
-        if (until !== undefined) for (const other of live) post(other, { kind: 'login-blocked', address: msg.address, until });
+        if (until !== undefined) {
+          blocks.block(msg.address, until);
+          for (const other of live) post(other, { kind: 'login-blocked', address: msg.address, until });
+        }
       } else if (msg.kind === 'listening') {
+        for (const [address, until] of blocks.active()) post(w, { kind: 'login-blocked', address, until });
         serving.add(w);
         if (++listeningWorkers >= workers) onListening(msg.url);
       }

@@ -8,7 +8,8 @@ import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
 import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
-import { BlockList, type LoginGuard } from '../auth/login-limiter.js';
+import { BlockList, LoginLimiter, type LoginGuard } from '../auth/login-limiter.js';
+import { loginLimits } from '../auth/setup.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -110,11 +111,18 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   };
   let reloadTls = () => {}; // before it serves, a worker reads the TLS files as they are now anyway
   const pending: PrimaryMessage[] = [];
-  // Failed logins are counted by the primary for all workers; the blocks it decides are checked here, locally.
+  // Logins are limited here, with the attempts in flight, and for the whole daemon by the primary, which hears of
+  // every failure and tells every worker of the blocks it decides.
   const blocked = new BlockList();
+  // This worker's share of the limit, so that a burst spread over all of them stays near it in all.
+  const limits = loginLimits(config);
+  const logins = new LoginLimiter({ ...limits, maxFailures: Math.max(1, Math.ceil(limits.maxFailures / config.workers)) });
   const loginGuard: LoginGuard = {
-    retryAfter: (address) => blocked.retryAfter(address),
-    failed: (address) => send({ kind: 'login-failed', address }),
+    admit: (address) => blocked.retryAfter(address) || logins.admit(address),
+    settle: (address, failed) => {
+      logins.settle(address, failed);
+      if (failed) send({ kind: 'login-failed', address });
+    },
   };
   let handle: (m: PrimaryMessage) => void = (m) => pending.push(m);
   // Listen to the primary from the first moment: a shutdown may come while the indexes still load.

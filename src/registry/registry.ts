@@ -117,6 +117,9 @@ export class Registry {
 
   async deleteBlob(name: string, d: Digest): Promise<void> {
     if (!this.options.deleteEnabled) throw new OciError('UNSUPPORTED', 'deletion is disabled on this registry');
+    // The bytes are shared by every repository that has them: one tenant's delete must not take them from
+    // another, and refusing only when another has them would tell who does. Eviction and gc remove them.
+    if (this.members) throw new OciError('UNSUPPORTED', 'with tenant isolation, blobs are removed by eviction and gc only; delete the manifest');
     await this.sizeIn(name, d);
     const holders = this.repos.referenceCount(d.value);
     if (holders > 0) {
@@ -201,7 +204,7 @@ export class Registry {
     try {
       const missing = new Set(reservation.missing);
       for (const d of required) if (!missing.has(d) && !(await this.holds(name, d))) missing.add(d);
-      return await this.storeManifest(name, ref, body, digest, parsed, [...missing]);
+      return await this.storeManifest(name, ref, body, digest, parsed, required, [...missing]);
     } finally {
       // Once the record exists it keeps the blobs alive; until then the reservation did.
       reservation.release();
@@ -214,6 +217,7 @@ export class Registry {
     body: Buffer,
     digest: Digest,
     parsed: ParsedManifest,
+    required: string[],
     missing: string[],
   ): Promise<ManifestRecord> {
     if (missing.length > 0) {
@@ -225,7 +229,10 @@ export class Registry {
       digest: digest.value,
       mediaType: parsed.mediaType,
       size: body.length,
-      references: new DigestList(parsed.references.map((r) => r.digest)),
+      // With tenant isolation a manifest's references make its repository hold them, so only those checked as
+      // held count: a foreign-layer descriptor (`urls`, never checked) would otherwise let a manifest that merely
+      // names a digest read another tenant's blob.
+      references: new DigestList(this.members ? required : parsed.references.map((r) => r.digest)),
     };
     if (parsed.subject) record.subject = parsed.subject.digest;
     const artifactType = referrerArtifactType(parsed);

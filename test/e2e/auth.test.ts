@@ -88,9 +88,9 @@ describe.skipIf(skip)('auth with --workers 2', () => {
       if (res.status === 429) blockedAt = i;
       else expect(res.status).toBe(401);
     }
-    // Six failures allowed in the window (a few more may cross the relay to the primary while it decides).
-    expect(blockedAt).toBeGreaterThanOrEqual(6);
-    expect(blockedAt).toBeLessThanOrEqual(9);
+    // Six failures allowed in the window for the daemon, each worker taking its share (three) on its own.
+    expect(blockedAt).toBeGreaterThanOrEqual(3);
+    expect(blockedAt).toBeLessThanOrEqual(6);
     const failures = daemon.logLines().slice(before).filter((l) => l.route === '/v2/' || l.status === 401);
     expect(new Set(failures.map((l) => l.pid)).size).toBe(2);
     // Blocked on every worker, the right password included, with a Retry-After.
@@ -131,6 +131,17 @@ describe.skipIf(skip)('admin through the registry port', () => {
     expect(JSON.parse(ops.body)).toHaveProperty('bytesUsed');
     expect((await get(`${daemon.url}/admin/v1/status`, basic('ci', PASSWORDS.ci))).status).toBe(403);
     expect((await get(`${daemon.url}/admin/v1/status`)).status).toBe(401);
+    // A token opens it only when issued for the admin scope: an admin's pull token handed to a build does not.
+    const tokenFor = async (scope: string) =>
+      (JSON.parse((await get(`${daemon.url}/token?scope=${encodeURIComponent(scope)}`, basic('ops', PASSWORDS.ops))).body) as { token: string }).token;
+    const pullToken = await tokenFor('repository:team/app:pull');
+    const refused = await get(`${daemon.url}/admin/v1/status`, `Bearer ${pullToken}`);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toContain('scope="registry:admin:*"');
+    expect((await get(`${daemon.url}/admin/v1/status`, `Bearer ${await tokenFor('registry:admin:*')}`)).status).toBe(200);
+    // ci asking for the admin scope gets a token without it.
+    const ciToken = (JSON.parse((await get(`${daemon.url}/token?scope=registry:admin:*`, basic('ci', PASSWORDS.ci))).body) as { token: string }).token;
+    expect((await get(`${daemon.url}/admin/v1/status`, `Bearer ${ciToken}`)).status).toBe(403);
     // The local channel the CLI uses needs no rule.
     const cli = await run(process.execPath, [join(process.cwd(), 'dist', 'main.js'), 'status', '--json', '--data', daemon.dataDir]);
     expect(cli.code, cli.stderr).toBe(0);

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authFixture, basic, PASSWORDS, type AuthFixture } from '../helpers/auth-fixture.js';
-import { blob, expectOciError, pushBlob, pushImage, sendBytes, sha256, startRegistry, type TestRegistry } from './harness.js';
+import { OCI_MANIFEST, blob, expectOciError, pushBlob, pushImage, sendBytes, sha256, startRegistry, type TestRegistry } from './harness.js';
 
 type Op = 'pull' | 'tags' | 'push' | 'mount' | 'delete';
 type Caller =
@@ -349,6 +349,76 @@ describe('tenant isolation with auth on', () => {
       await r.close();
       await f.close();
     }
+  });
+});
+
+describe('what the security review found', () => {
+  it('a foreign-layer descriptor (urls) naming another tenant\'s digest grants nothing', async () => {
+    const f = await authFixture([{ user: 'reader', repositories: ['evil/**'], actions: ['pull', 'push', 'delete'] }]);
+    const r = await startRegistry({ auth: f.auth });
+    try {
+      const ci = basic('ci', PASSWORDS.ci);
+      const evil = basic('reader', PASSWORDS.reader);
+      const secret = blob(400);
+      await sendBytes(r.http().post(`/v2/secret/app/blobs/uploads/?digest=${secret.digest}`).set('Authorization', ci).set('Content-Type', 'application/octet-stream'), secret.data);
+      const config = blob(50);
+      await sendBytes(r.http().post(`/v2/evil/x/blobs/uploads/?digest=${config.digest}`).set('Authorization', evil).set('Content-Type', 'application/octet-stream'), config.data);
+      const manifest = Buffer.from(JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config.digest, size: 50 },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip', digest: secret.digest, size: 400, urls: ['https://example.invalid/x'] }],
+      }));
+      const put = await sendBytes(r.http().put('/v2/evil/x/manifests/v1').set('Authorization', evil).set('Content-Type', OCI_MANIFEST), manifest);
+      expect(put.status).toBe(201); // a foreign layer need not be pushed…
+      expect((await r.http().get(`/v2/evil/x/blobs/${secret.digest}`).set('Authorization', evil)).status).toBe(404); // …and reads nothing
+      expect((await r.http().post(`/v2/evil/y/blobs/uploads/?mount=${secret.digest}&from=evil/x`).set('Authorization', evil)).status).toBe(202);
+      // With isolation, one tenant's blob DELETE cannot take shared bytes from another.
+      const del = await r.http().delete(`/v2/evil/x/blobs/${config.digest}`).set('Authorization', evil);
+      expectOciError(del, 405, 'UNSUPPORTED');
+      expect((await r.http().head(`/v2/secret/app/blobs/${secret.digest}`).set('Authorization', ci)).status).toBe(200);
+    } finally {
+      await r.close();
+      await f.close();
+    }
+  });
+
+  it('a burst of concurrent wrong logins cannot outrun the limit', async () => {
+    const f = await authFixture();
+    const r = await startRegistry({ auth: { ...f.auth, failedLogins: { max: 10, window: '1m' } } });
+    try {
+      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => r.http().get('/v2/').set('Authorization', basic('ci', `burst-${i}`))));
+      const statuses = results.map((x) => x.status);
+      expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(10);
+      expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(50);
+    } finally {
+      await r.close();
+      await f.close();
+    }
+  });
+
+  it('an access token stops working when the rules no longer allow what it grants (rules change on a restart)', async () => {
+    const f = await authFixture([{ user: 'reader', repositories: ['extra/**'], actions: ['pull', 'push'] }]);
+    const first = await startRegistry({ auth: f.auth });
+    const token = (await first.http().get('/token?scope=repository:extra/app:pull,push').set('Authorization', basic('reader', PASSWORDS.reader))).body.token as string;
+    expect((await first.http().post('/v2/extra/app/blobs/uploads/').set('Authorization', `Bearer ${token}`)).status).toBe(202);
+    await first.close({ keepDir: true });
+    const narrowed = { ...f.auth, rules: (f.auth.rules as unknown[]).slice(0, -1) };
+    const second = await startRegistry({ auth: narrowed }, { dataDir: first.dataDir });
+    try {
+      expectOciError(await second.http().post('/v2/extra/app/blobs/uploads/').set('Authorization', `Bearer ${token}`), 403, 'DENIED');
+    } finally {
+      await second.close();
+      await f.close();
+    }
+  });
+
+  it('an access token derived from a refresh token ends no later than it', async () => {
+    const login = await reg.http().get('/token?offline_token=true').set('Authorization', basic(...passwords.jwt!));
+    const refresh = JSON.parse(Buffer.from(login.body.refresh_token.split('.')[1], 'base64url').toString()) as { exp: number };
+    const res = await reg.http().post('/token').type('form').send({ grant_type: 'refresh_token', refresh_token: login.body.refresh_token, scope: `repository:${OWN}:pull` });
+    const access = JSON.parse(Buffer.from(res.body.token.split('.')[1], 'base64url').toString()) as { exp: number };
+    expect(access.exp).toBeLessThanOrEqual(refresh.exp);
   });
 });
 

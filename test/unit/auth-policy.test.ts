@@ -104,6 +104,8 @@ describe('policy', () => {
     expect(policy.allows(job('acme/web'), 'acme/api/cache', 'pull')).toBe(false);
     expect(policy.allows(job('acme/web'), 'acme/shared/base', 'pull')).toBe(true);
     expect(policy.allows(job('evil/web', 'evil'), 'evil/web/cache', 'push')).toBe(false);
+    // Claim conditions ignore case, as placeholders do: GitHub keeps the owner's capitals.
+    expect(policy.allows(job('Acme/Web', 'Acme'), 'acme/web/cache', 'push')).toBe(true);
     expect(policy.allows({ ...job('acme/web'), issuer: 'https://other' } as Principal, 'acme/web/cache', 'push')).toBe(false);
     expect(policy.claimNames.sort()).toEqual(['repository', 'repository_owner']);
   });

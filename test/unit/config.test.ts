@@ -322,6 +322,7 @@ describe('auth config', () => {
     ['a placeholder outside an oidc rule', '- { user: ci, repositories: ["{repository}/**"], actions: [pull] }', 'oidc rules only'],
     ['a bad pattern', '- { user: ci, repositories: ["Acme//x"], actions: [pull] }', 'invalid segment'],
     ['an unknown action', '- { user: ci, repositories: ["**"], actions: [pul] }', 'auth.rules.0.actions'],
+    ['an oidc rule without a claim condition', '- { oidc: { issuer: "https://token.actions.githubusercontent.com" }, repositories: ["**"], actions: [pull] }', 'at least one claim condition'],
     ['an issuer that is not configured', '- { oidc: { issuer: "https://gitlab.com" }, repositories: ["**"], actions: [pull] }', 'not one of auth.oidc.issuers'],
   ])('refuses %s, naming the problem', async (_what, rule, message) => {
     const text = `auth:\n  htpasswd: htpasswd\n  rules:\n    ${rule}\n`;

@@ -36,7 +36,9 @@ export function tokenRoutes(auth: Authenticator, settings: TokenSettings): Route
   const r = Router();
   const answer = async (id: Identity, scopes: string[], offline: boolean, refreshToken?: string) => {
     const grants = auth.policy.grant(id.principal, parseScopes(scopes));
-    const access = await auth.tokens.issue('access', id.principal, grants, settings.tokenTtlSeconds, id.fingerprint);
+    // An access token from a refresh token ends when that one does.
+    const left = id.expiresAt === undefined ? Infinity : Math.floor((id.expiresAt - Date.now()) / 1000);
+    const access = await auth.tokens.issue('access', id.principal, grants, Math.max(1, Math.min(settings.tokenTtlSeconds, left)), id.fingerprint);
     const body: Record<string, unknown> = {
       token: access.token,
       access_token: access.token,
