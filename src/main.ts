@@ -59,7 +59,7 @@ storeCommand('serve', 'run the daemon')
   .option('--admin-listen <addr>', 'admin API: unix:/PATH or HOST:PORT; default the socket DATA/admin.sock (env BUILDCACHED_ADMIN_LISTEN)')
   .action(async (opts: ServeFlags) => {
     const config = await configFor(opts);
-    const log = createLogger(config.log.level);
+    const log = createLogger(config.log.level, 1, config.log.format);
     if (cluster.isWorker) return runWorker(config, log);
     // `auth` is read loosely: the key belongs to the authentication work and may not be in the schema yet.
     const hasAuth = Boolean((config as { auth?: unknown }).auth);

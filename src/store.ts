@@ -16,6 +16,7 @@ import { CacheTracker } from './cache/cache.js';
 import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
+import type { TierStats } from './observability/store-metrics.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -68,6 +69,8 @@ export interface OpenedStore {
   admin: Admin;
   /** The owner's book of writes in progress: the primary answers its workers' write requests from it. */
   ledger: WriteLedger;
+  /** The storage tier's figures for the metrics (store-metrics.ts); undefined without a tier. */
+  tierStats?: () => TierStats;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
   /** Stops the timers and persists recency and the blob index. */

@@ -13,6 +13,19 @@ export interface ReferenceInfo {
   lastUsed: string;
 }
 
+/** Manifests that are references of their own: no tag points to them and no index lists them. */
+function* untaggedRoots(repos: RepositoryStore) {
+  for (const [repo, m] of repos.allManifests()) if (!repos.isTagged(repo, m.digest) && !repos.hasParent(repo, m.digest)) yield [repo, m] as const;
+}
+
+/** How many references listReferences would list, without sizing them (for the metrics, at every scrape). */
+export function countReferences(repos: RepositoryStore): number {
+  let n = 0;
+  for (const _ of repos.allTags()) n++;
+  for (const _ of untaggedRoots(repos)) n++;
+  return n;
+}
+
 /**
  * The cache references (repository:tag, and untagged manifests) with their size and last use: what `status`,
  * `du` and the admin API show operators.
@@ -37,8 +50,8 @@ export function listReferences(repos: RepositoryStore, blobs: BlobStore, recency
     if (!inScope(t.repo)) continue;
     out.push({ repo: t.repo, tag: t.tag, digest: t.digest, ...reach(t.repo, t.digest), lastUsed: iso(recency.tagUsed(t.repo, t.tag)) });
   }
-  for (const [repo, m] of repos.allManifests()) {
-    if (!inScope(repo) || repos.isTagged(repo, m.digest) || repos.hasParent(repo, m.digest)) continue;
+  for (const [repo, m] of untaggedRoots(repos)) {
+    if (!inScope(repo)) continue;
     out.push({ repo, digest: m.digest, ...reach(repo, m.digest), lastUsed: iso(recency.manifestUsed(repo, m.digest)) });
   }
   return out.sort((a, b) => b.bytes - a.bytes || a.repo.localeCompare(b.repo));

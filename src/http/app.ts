@@ -11,11 +11,15 @@ import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/u
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import type { HttpMetrics, MetricsSource } from '../observability/metrics.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
   /** Manifest bodies this process holds in memory at once (http.maxBufferedManifestBytes). */
   maxBufferedManifestBytes: number;
+  /** Metrics on (metrics.enabled): requests are counted here, and GET /metrics answers from `source`. */
+  metrics?: { http: HttpMetrics; source: MetricsSource };
 }
 
 /**
@@ -57,8 +61,9 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
-  app.use(requestLog(log));
+  app.use(requestLog(log, opts.metrics?.http));
   app.use(healthRoutes());
+  if (opts.metrics) app.use(metricsRoutes(opts.metrics.source));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();

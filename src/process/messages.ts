@@ -1,6 +1,7 @@
 import type { StoreEvent } from '../storage/events.js';
 import type { LedgerRequest } from '../storage/write-gate.js';
 import type { ErrorCode } from '../core/errors.js';
+import type { MetricsSnapshot } from '../observability/metrics.js';
 
 /**
  * What the primary and worker processes tell each other over the cluster IPC channel.
@@ -21,7 +22,9 @@ export type AdminOp =
   /** A change this worker committed: answered once every process applied it. */
   | { op: 'publish'; event: StoreEvent }
   /** A write-gate question (session lock, caps, room in the budget), answered from the primary's ledger. */
-  | { op: 'ledger'; req: LedgerRequest };
+  | { op: 'ledger'; req: LedgerRequest }
+  /** GET /metrics reached this worker: the whole daemon's exposition, which only the primary can sum. */
+  | { op: 'metrics' };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
@@ -30,7 +33,9 @@ export type WorkerMessage =
   | { kind: 'request'; id: number; call: AdminOp }
   /** Ends the reservation made by request `id`. */
   | { kind: 'release'; id: number }
-  | { kind: 'listening'; url: string };
+  | { kind: 'listening'; url: string }
+  /** This worker's metrics, for the primary's collection `id`. */
+  | { kind: 'metrics'; id: number; snapshot: MetricsSnapshot };
 
 export type PrimaryMessage =
   /** Apply, then answer `applied` with the same ack number. */
@@ -40,7 +45,9 @@ export type PrimaryMessage =
   | { kind: 'reply'; id: number; ok: false; message: string; code?: ErrorCode; detail?: unknown }
   | { kind: 'shutdown' }
   /** SIGHUP reached the primary: read the TLS files again (each worker holds its own listener). */
-  | { kind: 'reload-tls' };
+  | { kind: 'reload-tls' }
+  /** Send this worker's metrics snapshot (answered with `metrics` and the same id). */
+  | { kind: 'metrics-collect'; id: number };
 
 export const isMessage = (m: unknown): m is { kind: string } =>
   typeof m === 'object' && m !== null && typeof (m as { kind?: unknown }).kind === 'string';

@@ -12,6 +12,10 @@ import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, ty
 import { announce, lockDataDir, type Running } from './single.js';
 import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
+import { processRegistry } from '../observability/metrics.js';
+import { registerStoreMetrics } from '../observability/store-metrics.js';
+import { serveMetrics, type MetricsServer } from '../http/metrics-server.js';
+import { ClusterMetrics } from './cluster-metrics.js';
 
 /** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
 function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
@@ -101,6 +105,14 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   store.blobs.subscribe((e) => publish(e));
   store.repos.subscribe((e) => publish(e));
 
+  // The store's gauges and this process's own figures live here; the HTTP counters live in the workers.
+  let metrics: ClusterMetrics | undefined;
+  if (config.metrics.enabled) {
+    const registry = processRegistry();
+    registerStoreMetrics(registry, store);
+    metrics = new ClusterMetrics(registry, () => serving, post);
+  }
+
   let stopping = false;
   let started = false;
   let onListening: (url: string) => void = () => {};
@@ -135,6 +147,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
         } else if (call.op === 'ledger') {
           answer = store.ledger.handle(call.req, holder);
+        } else if (call.op === 'metrics') {
+          answer = metrics ? metrics.text() : Promise.reject(new Error('metrics are off'));
         } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -155,6 +169,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       } else if (msg.kind === 'release') {
         held.get(msg.id)?.();
         held.delete(msg.id);
+      } else if (msg.kind === 'metrics') {
+        metrics?.received(msg.id, w, msg.snapshot);
       } else if (msg.kind === 'listening') {
         serving.add(w);
         if (++listeningWorkers >= workers) onListening(msg.url);
@@ -164,6 +180,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       live.delete(w);
       serving.delete(w);
       for (const ack of [...awaiting.keys()]) applied(ack, w, false);
+      metrics?.gone(w);
       for (const release of held.values()) release();
       held.clear();
       // Its file handles closed with it: the sessions it was writing to are free again, at their size on disk.
@@ -183,10 +200,12 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
 
   for (let i = 0; i < workers; i++) fork();
   let url: string;
+  let metricsServer: MetricsServer | undefined;
   try {
     url = await listening;
     started = true;
     boundAddress = new URL(url).host;
+    metricsServer = metrics && (await serveMetrics(config, metrics, log));
   } catch (e) {
     stopping = true;
     for (const w of live) w.kill();
@@ -196,7 +215,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     throw e;
   }
   store.startBackground();
-  await announce(layout, log, url, admin, workers);
+  await announce(layout, log, url, admin, workers, metricsServer?.url);
 
   return {
     url,
@@ -206,6 +225,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     close: async () => {
       stopping = true;
       await admin.close();
+      await metricsServer?.close();
       const exited = [...live].map((w) => new Promise<void>((done) => (w.isDead() ? done() : w.once('exit', () => done()))));
       for (const w of live) {
         if (serving.has(w)) post(w, { kind: 'shutdown' });

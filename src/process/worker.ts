@@ -8,6 +8,7 @@ import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
 import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
+import { HttpMetrics, processRegistry } from '../observability/metrics.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -94,6 +95,13 @@ class ForwardingHooks implements CacheHooks {
   }
 }
 
+/** This worker counts its own requests; a scrape it receives is answered with the primary's sum of all processes. */
+function workerMetrics(channel: PrimaryChannel) {
+  const registry = processRegistry();
+  const source = { contentType: registry.contentType, text: async () => (await channel.call<string>({ op: 'metrics' })).value };
+  return { registry, app: { http: new HttpMetrics(registry), source } };
+}
+
 /** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */
 export async function runWorker(configured: Config, log: Logger): Promise<void> {
   const listen = process.env[WORKER_LISTEN_ENV];
@@ -121,6 +129,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   process.on('SIGINT', () => {});
   process.on('SIGHUP', () => {}); // a reload comes from the primary (reload-tls); the signal's default would end us
 
+  const metrics = config.metrics.enabled ? workerMetrics(channel) : undefined;
   const gate = new LedgerGate(async (req) => (await channel.call<number | undefined>({ op: 'ledger', req })).value);
   const { registry, blobs, repos } = await openWorkerStores(config, hooks, gate);
   const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
@@ -139,10 +148,12 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
       void repos.apply(event).then(() => ack && send({ kind: 'applied', ack }));
     } else if (msg.kind === 'reply') {
       channel.settle(msg);
+    } else if (msg.kind === 'metrics-collect') {
+      void metrics?.registry.getMetricsAsJSON().then((snapshot) => send({ kind: 'metrics', id: msg.id, snapshot }));
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, log);
+  const http = await serveHttp(config, registry, log, metrics?.app);
   reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;

@@ -20,6 +20,7 @@ import { createHttpServer } from '../../src/http/http-server.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
 import { openStore, type OpenedStore } from '../../src/store.js';
+import { singleProcessMetrics } from '../../src/observability/store-metrics.js';
 
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.js';
 
@@ -43,7 +44,7 @@ export interface TestRegistry {
 }
 
 /** Starts a registry on a fresh temp data dir; `layer` overrides config keys (e.g. registry.maxManifestBytes). */
-export async function startRegistry(layer: Record<string, unknown> = {}, opts: { dataDir?: string } = {}): Promise<TestRegistry> {
+export async function startRegistry(layer: Record<string, unknown> = {}, opts: { dataDir?: string; metrics?: boolean } = {}): Promise<TestRegistry> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'buildcached-http-')));
   try {
     const config = await loadConfig({
@@ -56,6 +57,7 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
     const app = createApp(registry, log, {
       maxManifestBytes: config.registry.maxManifestBytes,
       maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
+      ...(opts.metrics ? { metrics: singleProcessMetrics(store) } : {}),
     });
     const server = createHttpServer(app, config.http);
     await new Promise<void>((ok, fail) => {
