@@ -144,8 +144,9 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
       every(5_000, () => recency.flush(), 'recency flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
       every(Math.min(config.storage.uploadIdleTimeout / 4, 30_000), async () => {
+        const started = performance.now();
         const n = await evictor.expireUploads();
-        if (n) log.info({ removed: n }, 'expired upload sessions removed');
+        if (n) log.info({ removed: n, ms: Math.round(performance.now() - started) }, 'expired upload sessions removed');
       }, 'upload expiry');
       void evictor.evictIfOver('start-up').catch((err: unknown) => log.error({ err }, 'eviction failed'));
     },

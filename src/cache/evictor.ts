@@ -145,6 +145,7 @@ export class Evictor {
   }
 
   private async execute(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
+    const started = performance.now();
     const dryRun = opts.dryRun ?? false;
     const uploads = dryRun ? 0 : await this.expireUploads();
     const now = nowSeconds();
@@ -189,7 +190,8 @@ export class Evictor {
       this.totals.lastRun = { at: new Date().toISOString(), reason: opts.reason, reclaimedBytes: report.reclaimedBytes };
     }
     const { steps: _steps, ...summary } = report;
-    this.log.info({ ...summary, planned: plan.steps.length }, dryRun ? 'eviction planned (dry run)' : 'eviction finished');
+    const ms = Math.round(performance.now() - started);
+    this.log.info({ ...summary, planned: plan.steps.length, ms }, dryRun ? 'eviction planned (dry run)' : 'eviction finished');
     return report;
   }
 

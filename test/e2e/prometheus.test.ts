@@ -116,6 +116,11 @@ describe.skipIf(skip)('Prometheus scrapes the daemon (--workers 2)', () => {
     expect(await query('sum(buildcached_evictions_total{unit="tag"})')).toBe(status.evictions.tags);
     expect(await query('buildcached_evicted_bytes_total')).toBe(status.evictions.bytesReclaimed);
     expect(status.evictions.blobs).toBeGreaterThan(0);
+    // The background run said what it did and how long it took.
+    const runs = daemon.logLines().filter((l) => l.msg === 'eviction finished');
+    expect(runs.length).toBe(status.evictions.runs);
+    for (const r of runs) expect(r).toMatchObject({ removed: { blobs: expect.any(Number) }, reclaimedBytes: expect.any(Number), ms: expect.any(Number) });
+    expect(runs.reduce((n, r) => n + (r.removed as { blobs: number }).blobs, 0)).toBe(status.evictions.blobs);
     // Every request once, whichever worker served it: three manifest PUTs, three manifest GETs.
     const manifests = 'route="/v2/<name>/manifests/<reference>"';
     expect(await query(`sum(buildcached_http_requests_total{method="PUT",${manifests},status="201"})`)).toBe(3);
