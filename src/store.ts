@@ -17,6 +17,7 @@ import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 import type { TierStats } from './observability/store-metrics.js';
+import { ReferenceStats } from './cache/reference-stats.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -69,6 +70,8 @@ export interface OpenedStore {
   admin: Admin;
   /** The owner's book of writes in progress: the primary answers its workers' write requests from it. */
   ledger: WriteLedger;
+  /** Per-reference analytics (pushes, imports, saved uploads), fed by every process's requests. */
+  references: ReferenceStats;
   /** The storage tier's figures for the metrics (store-metrics.ts); undefined without a tier. */
   tierStats?: () => TierStats;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
@@ -98,6 +101,8 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   await uploads.open();
   for (const f of await uploads.scan()) ledger.seed(f.id, f.client, f.startedAt, f.lastActive, f.bytes);
   await repos.open();
+  const references = new ReferenceStats(repos, blobs, layout.state, layout.tmp, config.analytics.maxReferences, config.storage.pushGraceSeconds, config.workers > 1 ? 250 : 0);
+  await references.open();
   const members = await openMembership(config, layout, table, true);
   const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
   ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
@@ -138,10 +143,12 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     recency,
     evictor,
     cache,
-    admin: new Admin(layout, blobs, repos, recency, evictor),
+    references,
+    admin: new Admin(layout, blobs, repos, recency, evictor, references),
     ledger,
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');
+      every(5_000, () => references.flush(), 'reference analytics flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
       every(Math.min(config.storage.uploadIdleTimeout / 4, 30_000), async () => {
         const started = performance.now();
@@ -153,6 +160,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     async close() {
       for (const t of timers) clearInterval(t);
       await recency.close();
+      await references.flush();
     },
   };
 }

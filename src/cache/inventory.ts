@@ -13,6 +13,18 @@ export interface ReferenceInfo {
   lastUsed: string;
 }
 
+/** Every blob a manifest keeps alive in its repository: itself, its configs and layers, its child manifests'. */
+export function reachable(repos: RepositoryStore, repo: string, digest: string): Set<string> {
+  const seen = new Set<string>();
+  const walk = (d: string) => {
+    if (seen.has(d)) return;
+    seen.add(d);
+    for (const r of repos.manifest(repo, d)?.references ?? []) walk(r);
+  };
+  walk(digest);
+  return seen;
+}
+
 /** Manifests that are references of their own: no tag points to them and no index lists them. */
 function* untaggedRoots(repos: RepositoryStore) {
   for (const [repo, m] of repos.allManifests()) if (!repos.isTagged(repo, m.digest) && !repos.hasParent(repo, m.digest)) yield [repo, m] as const;
@@ -34,13 +46,7 @@ export function listReferences(repos: RepositoryStore, blobs: BlobStore, recency
   const out: ReferenceInfo[] = [];
   const inScope = (repo: string) => !repoPrefix || repo === repoPrefix || repo.startsWith(`${repoPrefix}/`);
   const reach = (repo: string, digest: string) => {
-    const seen = new Set<string>();
-    const walk = (d: string) => {
-      if (seen.has(d)) return;
-      seen.add(d);
-      for (const r of repos.manifest(repo, d)?.references ?? []) walk(r);
-    };
-    walk(digest);
+    const seen = reachable(repos, repo, digest);
     let bytes = 0;
     for (const d of seen) bytes += blobs.size(d) ?? 0;
     return { bytes, blobs: seen.size };

@@ -12,7 +12,9 @@ import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
-import type { HttpMetrics, MetricsSource } from '../observability/metrics.js';
+import type { HttpMetrics, MetricsSource, RequestOutcome } from '../observability/metrics.js';
+import type { ReferenceActivity } from '../cache/reference-stats.js';
+import { referenceActivity } from './activity.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
@@ -20,6 +22,8 @@ export interface AppOptions {
   maxBufferedManifestBytes: number;
   /** Metrics on (metrics.enabled): requests are counted here, and GET /metrics answers from `source`. */
   metrics?: { http: HttpMetrics; source: MetricsSource };
+  /** Where what a request did to a cache reference goes (the store owner's ReferenceStats, maybe over IPC). */
+  activity?: (a: ReferenceActivity) => void;
 }
 
 /**
@@ -61,9 +65,15 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
-  app.use(requestLog(log, opts.metrics?.http));
+  const { metrics, activity } = opts;
+  const observe = (o: RequestOutcome) => {
+    metrics?.http.observe(o);
+    const a = activity && referenceActivity(o);
+    if (a) activity({ ...a, at: Date.now() });
+  };
+  app.use(requestLog(log, metrics || activity ? observe : undefined));
   app.use(healthRoutes());
-  if (opts.metrics) app.use(metricsRoutes(opts.metrics.source));
+  if (metrics) app.use(metricsRoutes(metrics.source));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();

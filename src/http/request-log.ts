@@ -1,7 +1,7 @@
 import type { Request, RequestHandler } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../observability/logger.js';
-import type { HttpMetrics } from '../observability/metrics.js';
+import type { RequestOutcome } from '../observability/metrics.js';
 
 /** A client's X-Request-Id is kept when it is short and plain (it goes into logs and back into a header). */
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:@\/+=-]{1,128}$/;
@@ -35,9 +35,9 @@ function bodyCounter(req: Request): () => number {
 /**
  * One JSON line per request: its id (echoed in X-Request-Id), method, route template (never the raw URL, which
  * may carry hostile input), repository, status, the error code as sent, bytes in/out (bodies) and duration; the
- * same outcome feeds the HTTP metrics when they are on.
+ * same outcome feeds the HTTP metrics and the reference analytics.
  */
-export function requestLog(log: Logger, metrics?: HttpMetrics): RequestHandler {
+export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
     const bytesIn = bodyCounter(req);
@@ -59,7 +59,7 @@ export function requestLog(log: Logger, metrics?: HttpMetrics): RequestHandler {
         ms: Math.round(ms * 100) / 100,
         complete: res.writableFinished,
       };
-      metrics?.observe({ ...line, seconds: ms / 1000 });
+      observe?.({ ...line, seconds: ms / 1000, ref: res.locals.ref as string | undefined, cacheConfigBytes: res.locals.cacheConfigBytes as number | undefined });
       if (status >= 500 || status === 0) log.warn(line, 'request');
       else log.info(line, 'request');
     });

@@ -40,11 +40,11 @@ export function listen(server: RegistryServer, host: string, port: number): Prom
 }
 
 /** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
-export async function serveHttp(config: Config, registry: Registry, log: Logger, metrics?: AppOptions['metrics']): Promise<HttpServer> {
+export async function serveHttp(config: Config, registry: Registry, log: Logger, observers: Pick<AppOptions, 'metrics' | 'activity'>): Promise<HttpServer> {
   const app = createApp(registry, log, {
     maxManifestBytes: config.registry.maxManifestBytes,
     maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
-    ...(metrics ? { metrics } : {}),
+    ...observers,
   });
   const tls = config.tls;
   const server = createHttpServer(app, config.http, {

@@ -58,6 +58,11 @@ export interface RequestOutcome {
   bytesIn: number;
   bytesOut: number;
   seconds: number;
+  /** The repository and the path's tag or digest, once a route parsed them. */
+  repo?: string;
+  ref?: string;
+  /** A manifest PUT's BuildKit cache config size (see Registry.putManifest). */
+  cacheConfigBytes?: number;
 }
 
 /**

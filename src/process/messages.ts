@@ -2,14 +2,17 @@ import type { StoreEvent } from '../storage/events.js';
 import type { LedgerRequest } from '../storage/write-gate.js';
 import type { ErrorCode } from '../core/errors.js';
 import type { MetricsSnapshot } from '../observability/metrics.js';
+import type { ReferenceActivity } from '../cache/reference-stats.js';
 
 /**
  * What the primary and worker processes tell each other over the cluster IPC channel.
  * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin listener.
  */
 
-/** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full. */
+/** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full,
+ *  a = a request's activity on a cache reference (analytics). */
 export type UsageSignal =
+  | ['a', ReferenceActivity]
   | ['p', string]
   | ['r', string]
   | ['w', string]

@@ -10,17 +10,20 @@ import { loadTls } from '../http/tls.js';
 import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 import { announce, lockDataDir, type Running } from './single.js';
-import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
 import { processRegistry } from '../observability/metrics.js';
 import { registerStoreMetrics } from '../observability/store-metrics.js';
 import { serveMetrics, type MetricsServer } from '../http/metrics-server.js';
 import { ClusterMetrics } from './cluster-metrics.js';
 
-/** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
-function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
+/** A worker's batched cache signals, fed to the same tracker (and analytics) a single-process daemon uses. */
+function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
+  const cache = store.cache;
   for (const s of signals) {
     switch (s[0]) {
+      case 'a':
+        store.references.record(s[1]);
+        break;
       case 'p':
         cache.blobProbed(s[1]);
         break;
@@ -109,7 +112,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   let metrics: ClusterMetrics | undefined;
   if (config.metrics.enabled) {
     const registry = processRegistry();
-    registerStoreMetrics(registry, store);
+    registerStoreMetrics(registry, store, config.metrics.topReferences);
     metrics = new ClusterMetrics(registry, () => serving, post);
   }
 
@@ -138,7 +141,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (msg.kind === 'applied') {
         applied(msg.ack, w, msg.kept === true);
       } else if (msg.kind === 'usage') {
-        applyUsage(store.cache, msg.signals);
+        applyUsage(store, msg.signals);
       } else if (msg.kind === 'request') {
         const call = msg.call;
         let answer: Promise<unknown>;

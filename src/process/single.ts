@@ -40,8 +40,8 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     const store = await openStore(config, log);
     const admin = await serveAdmin(config, layout, store.admin, log);
     opened.push(admin.close);
-    const metrics = config.metrics.enabled ? singleProcessMetrics(store) : undefined;
-    const http = await serveHttp(config, store.registry, log, metrics);
+    const metrics = config.metrics.enabled ? singleProcessMetrics(store, config.metrics.topReferences) : undefined;
+    const http = await serveHttp(config, store.registry, log, { ...(metrics ? { metrics } : {}), activity: (a) => store.references.record(a) });
     opened.push(http.close);
     const metricsServer = metrics && (await serveMetrics(config, metrics.source, log));
     if (metricsServer) opened.push(metricsServer.close);

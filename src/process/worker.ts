@@ -9,6 +9,7 @@ import { openWorkerStores } from '../store.js';
 import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
 import { HttpMetrics, processRegistry } from '../observability/metrics.js';
+import type { ReferenceActivity } from '../cache/reference-stats.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -93,6 +94,10 @@ class ForwardingHooks implements CacheHooks {
   storageFull(): void {
     this.push(['f']);
   }
+  /** For the reference analytics, which the primary keeps. */
+  activity(a: ReferenceActivity): void {
+    this.push(['a', a]);
+  }
 }
 
 /** This worker counts its own requests; a scrape it receives is answered with the primary's sum of all processes. */
@@ -153,7 +158,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, log, metrics?.app);
+  const http = await serveHttp(config, registry, log, { ...(metrics ? { metrics: metrics.app } : {}), activity: (a) => hooks.activity(a) });
   reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;

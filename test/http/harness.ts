@@ -57,7 +57,8 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
     const app = createApp(registry, log, {
       maxManifestBytes: config.registry.maxManifestBytes,
       maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
-      ...(opts.metrics ? { metrics: singleProcessMetrics(store) } : {}),
+      ...(opts.metrics ? { metrics: singleProcessMetrics(store, config.metrics.topReferences) } : {}),
+      activity: (a) => store.references.record(a),
     });
     const server = createHttpServer(app, config.http);
     await new Promise<void>((ok, fail) => {

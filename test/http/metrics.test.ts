@@ -47,9 +47,13 @@ describe('GET /metrics', () => {
     expect((await reg.http().get('/v2/team/app/manifests/v2')).status).toBe(404);
 
     const { text, samples } = await scrape();
-    // Raw paths carry names and digests: none of them may become a label value.
-    expect(text).not.toContain('team/app');
+    // Raw paths carry names and digests: none of them may become a label of the HTTP series (only the top
+    // references' series name a repo:tag, on purpose).
     expect(text).not.toContain(layer.digest);
+    const http = samples.filter((s) => s.name.startsWith('buildcached_http_'));
+    expect(http.length).toBeGreaterThan(0);
+    expect(http.filter((s) => JSON.stringify(s.labels).includes('team/app'))).toEqual([]);
+    expect(sampleValue(samples, 'buildcached_reference_pushes_total', { reference: 'team/app:v1' })).toBe(1);
     const blobRoute = '/v2/<name>/blobs/<digest>';
     expect(sampleValue(samples, 'buildcached_http_requests_total', { method: 'HEAD', route: blobRoute, status: '200' })).toBe(2);
     expect(sampleValue(samples, 'buildcached_http_requests_total', { method: 'HEAD', route: blobRoute, status: '404' })).toBe(1);

@@ -17,6 +17,10 @@ export function adminRoutes(admin: AdminApi): Router {
     res.locals.route = '/admin/v1/du';
     res.json({ references: await admin.du(queryParam(req, 'repo')) });
   });
+  r.get('/admin/v1/references', async (req, res) => {
+    res.locals.route = '/admin/v1/references';
+    res.json({ references: await admin.references(queryParam(req, 'repo')) });
+  });
   r.post('/admin/v1/gc', async (req, res) => {
     res.locals.route = '/admin/v1/gc';
     res.json(await admin.gc(flag(queryParam(req, 'dryRun'))));

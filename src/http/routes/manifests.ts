@@ -32,7 +32,8 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    const { record, reader } = await registry.openManifest(name, lookupReference(String(req.params[1])));
+    res.locals.ref = String(req.params[1]);
+    const { record, reader } = await registry.openManifest(name, lookupReference(res.locals.ref as string));
     manifestHeaders(res, record);
     res.locals.bytesOut = record.size;
     await reader.sendTo(res);
@@ -42,9 +43,11 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    const ref = parseReference(String(req.params[1]));
+    res.locals.ref = String(req.params[1]);
+    const ref = parseReference(res.locals.ref as string);
     const body = await readLimited(req, res, maxManifestBytes, buffers);
-    const record = await registry.putManifest(name, ref, body, req.headers['content-type']);
+    const { record, cacheConfigBytes } = await registry.putManifest(name, ref, body, req.headers['content-type']);
+    res.locals.cacheConfigBytes = cacheConfigBytes;
     res.status(201).set({
       Location: `/v2/${name}/manifests/${record.digest}`,
       'Docker-Content-Digest': record.digest,
