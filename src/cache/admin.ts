@@ -1,5 +1,5 @@
 import { nowSeconds } from './clock.js';
-import type { EvictionReport, Evictor } from './evictor.js';
+import type { EvictionReport, Evictor, RecentRun } from './evictor.js';
 import { listReferences, type ReferenceInfo } from './inventory.js';
 import type { Recency } from './recency.js';
 import type { ReferenceStats } from './reference-stats.js';
@@ -20,6 +20,7 @@ export interface Status {
   blobCount: number;
   references: ReferenceInfo[];
   evictions: Evictor['totals'];
+  recentEvictions: RecentRun[];
 }
 
 /** The admin operations, served in-process or (from a worker process) forwarded to the store's owner. */
@@ -64,6 +65,7 @@ export class Admin implements AdminApi {
       blobCount: this.blobs.count,
       references: await this.du(),
       evictions: this.evictor.totals,
+      recentEvictions: this.evictor.recentRuns,
     };
   }
 
