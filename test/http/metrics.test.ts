@@ -2,6 +2,7 @@
  * GET /metrics on the registry's listener (issue 12): route templates, never raw paths; cache hits and misses by
  * kind; the store's gauges read from its in-memory state; the request id echoed in X-Request-Id.
  */
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OCI_CONFIG, OCI_MANIFEST, blob, pushBlob, putManifest, sha256, startRegistry, type TestRegistry } from './harness.js';
 import { parseExposition, sampleValue, type Sample } from '../helpers/prometheus-text.js';
@@ -81,6 +82,18 @@ describe('GET /metrics', () => {
     expect(sampleValue(samples, 'buildcached_process_resident_memory_bytes')).toBeGreaterThan(0);
     expect(samples.some((s) => s.name.startsWith('buildcached_tier_'))).toBe(false);
     expect(samples.every((s) => s.name.startsWith('buildcached_'))).toBe(true);
+  });
+
+  it('the Grafana dashboard (contrib/grafana) queries only series the daemon exports', async () => {
+    const dashboard = JSON.parse(await readFile(new URL('../../contrib/grafana/buildcached.json', import.meta.url), 'utf8')) as {
+      panels: Array<{ targets: Array<{ expr: string }> }>;
+    };
+    const used = new Set(dashboard.panels.flatMap((p) => p.targets.flatMap((t) => t.expr.match(/buildcached_[a-z_]+/g) ?? [])));
+    const exported = new Set((await scrape()).samples.map((s) => s.name));
+    // The tier's series exist only with a tier.
+    const missing = [...used].filter((n) => !n.startsWith('buildcached_tier_') && !exported.has(n));
+    expect(missing).toEqual([]);
+    expect(used.size).toBeGreaterThan(15);
   });
 
   it('counts an open upload session', async () => {
