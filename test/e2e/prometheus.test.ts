@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KiB, cliJson, pullRef, pushRef, randomLayers, startCache, waitFor, type CacheDaemon, type StatusJson } from '../helpers/cache-helpers.js';
-import { cleanup, makeTempDir, requireTools, servingPids, skipWithoutTools, track } from '../helpers/daemon.js';
+import { cleanup, makeTempDir, requireTools, servingPids, skipWithoutTools, startDaemon, track } from '../helpers/daemon.js';
 import { request } from '../helpers/registry-client.js';
 import { parseExposition, sampleValue } from '../helpers/prometheus-text.js';
 
@@ -152,5 +152,19 @@ describe.skipIf(skip)('Prometheus scrapes the daemon (--workers 2)', () => {
     expect(sampleValue(samples, 'buildcached_cache_hits_total', { kind: 'manifest' })).toBe(3);
     // Only /metrics there: the registry is not served on the scraper's port.
     expect((await request('GET', metricsUrl.replace(/\/metrics$/, '/v2/'))).status).toBe(404);
+  });
+});
+
+describe('metrics.enabled: false', () => {
+  afterAll(cleanup);
+
+  it('serves no /metrics (and counts nothing), on either listener', async () => {
+    const dir = await makeTempDir('buildcached-nometrics-');
+    const config = join(dir, 'config.yaml');
+    await writeFile(config, 'metrics:\n  enabled: false\n  listen: 127.0.0.1:0\n');
+    const d = await startDaemon({ args: ['--config', config, '--workers', '2'] });
+    expect((await request('GET', `${d.url}/metrics`)).status).toBe(404);
+    expect(d.logLines().some((l) => l.metricsUrl !== undefined)).toBe(false);
+    expect((await request('GET', `${d.url}/v2/`)).status).toBe(200);
   });
 });
