@@ -16,7 +16,7 @@ import { runWorker } from './process/worker.js';
 import { DataDirError } from './storage/data-dir.js';
 import { CliError, callAdmin, daemonRequest, runningDaemon } from './cli/store-access.js';
 import { Layout } from './storage/layout.js';
-import { formatReferences, formatReport, formatStatus, formatVerify } from './cli/format.js';
+import { formatReferenceReports, formatReport, formatStatus, formatVerify } from './cli/format.js';
 
 interface StoreFlags {
   config?: string;
@@ -59,7 +59,7 @@ storeCommand('serve', 'run the daemon')
   .option('--admin-listen <addr>', 'admin API: unix:/PATH or HOST:PORT; default the socket DATA/admin.sock (env BUILDCACHED_ADMIN_LISTEN)')
   .action(async (opts: ServeFlags) => {
     const config = await configFor(opts);
-    const log = createLogger(config.log.level);
+    const log = createLogger(config.log.level, 1, config.log.format);
     if (cluster.isWorker) return runWorker(config, log);
     const insecure = insecureListenProblem(splitListen(config.listen).host, config.tls !== undefined, config.auth !== undefined, config.allowInsecure);
     if (insecure) throw new ConfigError(insecure);
@@ -92,17 +92,18 @@ storeCommand('status', 'show disk use, budget, references and evictions')
     print(opts.json, status, formatStatus(status));
   });
 
-storeCommand('du', 'list cache references by size, with last use')
+storeCommand('du', 'list cache references by size (own and shared), with exports, imports, saved uploads and warnings')
+  .alias('ls')
   .option('--repo <prefix>', 'only repositories under this prefix')
   .option('--json', 'print JSON')
   .action(async (opts: StoreFlags & { repo?: string }) => {
     const q = opts.repo ? `?repo=${encodeURIComponent(opts.repo)}` : '';
     const { references } = await callAdmin(await configFor(opts), {
       method: 'GET',
-      path: `/admin/v1/du${q}`,
-      direct: async (a) => ({ references: await a.du(opts.repo) }),
+      path: `/admin/v1/references${q}`,
+      direct: async (a) => ({ references: await a.references(opts.repo) }),
     });
-    print(opts.json, references, formatReferences(references));
+    print(opts.json, references, formatReferenceReports(references));
   });
 
 storeCommand('gc', 'collect garbage and evict down to the low watermark now')

@@ -17,6 +17,8 @@ import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 import { FallbackRules } from './registry/fallback.js';
+import type { TierStats } from './observability/store-metrics.js';
+import { ReferenceStats } from './cache/reference-stats.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -69,6 +71,10 @@ export interface OpenedStore {
   admin: Admin;
   /** The owner's book of writes in progress: the primary answers its workers' write requests from it. */
   ledger: WriteLedger;
+  /** Per-reference analytics (pushes, imports, saved uploads), fed by every process's requests. */
+  references: ReferenceStats;
+  /** The storage tier's figures for the metrics (store-metrics.ts); undefined without a tier. */
+  tierStats?: () => TierStats;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
   /** Stops the timers and persists recency and the blob index. */
@@ -96,6 +102,8 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   await uploads.open();
   for (const f of await uploads.scan()) ledger.seed(f.id, f.client, f.startedAt, f.lastActive, f.bytes);
   await repos.open();
+  const references = new ReferenceStats(repos, blobs, layout.state, layout.tmp, config.analytics.maxReferences, config.storage.pushGraceSeconds, config.workers > 1 ? 250 : 0);
+  await references.open();
   const members = await openMembership(config, layout, table, true);
   const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
   ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
@@ -136,20 +144,24 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     recency,
     evictor,
     cache,
-    admin: new Admin(layout, blobs, repos, recency, evictor, cache.fallbacks),
+    references,
+    admin: new Admin(layout, blobs, repos, recency, evictor, references, cache.fallbacks),
     ledger,
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');
+      every(5_000, () => references.flush(), 'reference analytics flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
       every(Math.min(config.storage.uploadIdleTimeout / 4, 30_000), async () => {
+        const started = performance.now();
         const n = await evictor.expireUploads();
-        if (n) log.info({ removed: n }, 'expired upload sessions removed');
+        if (n) log.info({ removed: n, ms: Math.round(performance.now() - started) }, 'expired upload sessions removed');
       }, 'upload expiry');
       void evictor.evictIfOver('start-up').catch((err: unknown) => log.error({ err }, 'eviction failed'));
     },
     async close() {
       for (const t of timers) clearInterval(t);
       await recency.close();
+      await references.flush();
     },
   };
 }

@@ -1,7 +1,9 @@
 import { nowSeconds } from './clock.js';
-import type { EvictionReport, Evictor } from './evictor.js';
+import type { EvictionReport, Evictor, RecentRun } from './evictor.js';
 import { listReferences, type ReferenceInfo } from './inventory.js';
 import type { Recency } from './recency.js';
+import type { ReferenceStats } from './reference-stats.js';
+import { referenceReports, type ReferenceReport } from './reference-report.js';
 import { verifyStore, type VerifyReport } from './verify.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { Layout } from '../storage/layout.js';
@@ -20,6 +22,7 @@ export interface Status {
   evictions: Evictor['totals'];
   /** Missing tags answered by a fallback rule since start, by repository. */
   fallbacks: Record<string, number>;
+  recentEvictions: RecentRun[];
 }
 
 /** The admin operations, served in-process or (from a worker process) forwarded to the store's owner. */
@@ -29,6 +32,8 @@ export interface AdminApi {
   gc(dryRun: boolean): Promise<EvictionReport>;
   prune(olderThanMs: number, repoPrefix: string | undefined, dryRun: boolean): Promise<EvictionReport>;
   verify(repair: boolean): Promise<VerifyReport>;
+  /** The references with their own/shared bytes and analytics (pushes, imports, saved uploads, warnings). */
+  references(repoPrefix?: string): Promise<ReferenceReport[]>;
 }
 
 /** `--repo org/` (as one writes a prefix) means `org`: prefixes match whole path components. */
@@ -45,6 +50,7 @@ export class Admin implements AdminApi {
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
     private readonly evictor: Evictor,
+    private readonly stats: ReferenceStats,
     private readonly fallbacks: ReadonlyMap<string, number> = new Map(),
   ) {}
 
@@ -63,11 +69,16 @@ export class Admin implements AdminApi {
       references: await this.du(),
       evictions: this.evictor.totals,
       fallbacks: Object.fromEntries([...this.fallbacks].sort(([a], [b]) => (a < b ? -1 : 1))),
+      recentEvictions: this.evictor.recentRuns,
     };
   }
 
   async du(repoPrefix?: string): Promise<ReferenceInfo[]> {
     return listReferences(this.repos, this.blobs, this.recency, normalisePrefix(repoPrefix));
+  }
+
+  async references(repoPrefix?: string): Promise<ReferenceReport[]> {
+    return referenceReports(this.repos, this.blobs, this.recency, this.stats, nowSeconds(), normalisePrefix(repoPrefix));
   }
 
   /** Collects garbage now (unreferenced blobs, untagged manifests past the grace window), and evicts down to the

@@ -37,6 +37,15 @@ export interface EvictionReport {
   steps: EvictionStep[];
 }
 
+const RECENT_RUNS = 10;
+
+export interface RecentRun {
+  at: string;
+  reason: string;
+  reclaimedBytes: number;
+  removed: EvictionReport['removed'];
+}
+
 export interface EvictionTotals {
   runs: number;
   tags: number;
@@ -55,6 +64,8 @@ export interface EvictionTotals {
  */
 export class Evictor {
   readonly totals: EvictionTotals = { runs: 0, tags: 0, manifests: 0, blobs: 0, uploads: 0, bytesReclaimed: 0 };
+  /** The last runs that removed something, newest first (the status page's "recent evictions"). */
+  readonly recentRuns: RecentRun[] = [];
   private running: Promise<unknown> | undefined;
   private lastCheck = 0;
   private pendingCheck: NodeJS.Timeout | undefined;
@@ -145,6 +156,7 @@ export class Evictor {
   }
 
   private async execute(opts: { targetBytes: number; reason: string; dryRun?: boolean; filter?: PlanFilter }): Promise<EvictionReport> {
+    const started = performance.now();
     const dryRun = opts.dryRun ?? false;
     const uploads = dryRun ? 0 : await this.expireUploads();
     const now = nowSeconds();
@@ -187,9 +199,14 @@ export class Evictor {
       this.totals.blobs += report.removed.blobs;
       this.totals.bytesReclaimed += report.reclaimedBytes;
       this.totals.lastRun = { at: new Date().toISOString(), reason: opts.reason, reclaimedBytes: report.reclaimedBytes };
+      if (report.reclaimedBytes > 0 || uploads > 0) {
+        this.recentRuns.unshift({ ...this.totals.lastRun, removed: { ...report.removed } });
+        this.recentRuns.length = Math.min(this.recentRuns.length, RECENT_RUNS);
+      }
     }
     const { steps: _steps, ...summary } = report;
-    this.log.info({ ...summary, planned: plan.steps.length }, dryRun ? 'eviction planned (dry run)' : 'eviction finished');
+    const ms = Math.round(performance.now() - started);
+    this.log.info({ ...summary, planned: plan.steps.length, ms }, dryRun ? 'eviction planned (dry run)' : 'eviction finished');
     return report;
   }
 

@@ -1,6 +1,7 @@
 import type { Status } from '../cache/admin.js';
 import type { EvictionReport } from '../cache/evictor.js';
 import type { ReferenceInfo } from '../cache/inventory.js';
+import type { ReferenceReport } from '../cache/reference-report.js';
 import type { Problem, VerifyReport } from '../cache/verify.js';
 
 export function humanBytes(n: number | null): string {
@@ -25,6 +26,29 @@ export function formatReferences(refs: ReferenceInfo[]): string {
   const rows = [['REFERENCE', 'SIZE', 'BLOBS', 'LAST USED']];
   for (const r of refs) {
     rows.push([r.tag ? `${r.repo}:${r.tag}` : `${r.repo}@${r.digest.slice(0, 19)}…`, humanBytes(r.bytes), String(r.blobs), r.lastUsed]);
+  }
+  return table(rows);
+}
+
+/** `du`: sizes (own and shared), exports, imports, the uploads the cache saved, warnings. */
+export function formatReferenceReports(refs: ReferenceReport[]): string {
+  if (refs.length === 0) return 'no cache references';
+  const rows = [['REFERENCE', 'SIZE', 'OWN', 'SHARED', 'PUSHES', 'PULLS', 'SKIPPED', 'SAVED', 'SERVED', 'HIT RATE', 'LAST USED', 'WARNINGS']];
+  for (const r of refs) {
+    rows.push([
+      r.tag ? `${r.repo}:${r.tag}` : `${r.repo}@${r.digest.slice(0, 19)}…`,
+      humanBytes(r.bytes),
+      humanBytes(r.ownBytes),
+      humanBytes(r.sharedBytes),
+      String(r.pushes),
+      String(r.pulls),
+      String(r.uploadsSkipped),
+      humanBytes(r.savedBytes),
+      humanBytes(r.servedBytes),
+      r.hitRate === null ? '-' : `${(100 * r.hitRate).toFixed(0)}%`,
+      r.lastUsed,
+      r.warnings.join(',') || '-',
+    ]);
   }
   return table(rows);
 }

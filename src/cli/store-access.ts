@@ -99,7 +99,7 @@ export async function callAdmin<T>(config: Config, call: AdminCall<T>): Promise<
   }
   await assertStore(layout);
   // On stderr: stdout is the command's output (--json).
-  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level, 2);
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level, 2, config.log.format);
   const release = await acquireDataDir(layout, (err) => {
     throw err;
   });

@@ -75,7 +75,8 @@ export function envLayer(env: NodeJS.ProcessEnv): Tree {
     allowInsecure: env.BUILDCACHED_ALLOW_INSECURE,
     storage: { dir: env.BUILDCACHED_DATA },
     admin: { listen: env.BUILDCACHED_ADMIN_LISTEN, token: env.BUILDCACHED_ADMIN_TOKEN },
-    log: { level: env.BUILDCACHED_LOG_LEVEL },
+    metrics: { listen: env.BUILDCACHED_METRICS_LISTEN },
+    log: { level: env.BUILDCACHED_LOG_LEVEL, format: env.BUILDCACHED_LOG_FORMAT },
   };
 }
 

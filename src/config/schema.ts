@@ -214,8 +214,18 @@ export const configSchema = z.strictObject({
     listen: adminListen,
     token: z.string().refine((t) => t === '' || (t.length >= 16 && !/\s/.test(t)), 'must be empty or 16 or more characters without spaces'),
   }),
+  analytics: z.strictObject({
+    maxReferences: z.number().int().min(1),
+  }),
+  metrics: z.strictObject({
+    topReferences: z.number().int().min(0),
+    enabled: flag,
+    /** "" (only GET /metrics on `listen`), or HOST:PORT of a listener of its own as well. */
+    listen: z.string().refine((v) => v === '' || (HOST_PORT.test(v) && portInRange(v)), 'must be empty or HOST:PORT'),
+  }),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+    format: z.enum(['json', 'pretty']),
   }),
   shutdownTimeout: duration,
 }).refine((c) => c.http.maxBufferedManifestBytes >= c.registry.maxManifestBytes, {

@@ -16,6 +16,10 @@ import type { Layout } from '../storage/layout.js';
 import { authenticate, type ChallengeOptions } from './auth.js';
 import { tokenRoutes, type TokenSettings } from './routes/token.js';
 import { adminProxyRoutes } from './routes/admin-proxy.js';
+import { metricsRoutes } from './routes/metrics.js';
+import type { HttpMetrics, MetricsSource, RequestOutcome } from '../observability/metrics.js';
+import type { ReferenceActivity } from '../cache/reference-stats.js';
+import { referenceActivity } from './activity.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
@@ -23,6 +27,10 @@ export interface AppOptions {
   maxBufferedManifestBytes: number;
   /** Absent: no authentication, and the admin API only on its own listener. */
   auth?: { authenticator: Authenticator; challenge: ChallengeOptions; tokens: TokenSettings; layout: Layout };
+  /** Metrics on (metrics.enabled): requests are counted here, and GET /metrics answers from `source`. */
+  metrics?: { http: HttpMetrics; source: MetricsSource };
+  /** Where what a request did to a cache reference goes (the store owner's ReferenceStats, maybe over IPC). */
+  activity?: (a: ReferenceActivity) => void;
 }
 
 /**
@@ -64,7 +72,13 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
-  app.use(requestLog(log));
+  const { metrics, activity } = opts;
+  const observe = (o: RequestOutcome) => {
+    metrics?.http.observe(o);
+    const a = activity && referenceActivity(o);
+    if (a) activity({ ...a, at: Date.now() });
+  };
+  app.use(requestLog(log, metrics || activity ? observe : undefined));
   app.use(healthRoutes());
   const auth = opts.auth;
   if (auth) app.use(tokenRoutes(auth.authenticator, auth.tokens));
@@ -73,10 +87,10 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
     next();
   });
   app.use('/v2', safePath);
-  if (auth) {
-    app.use(authenticate(auth.authenticator, auth.challenge));
-    app.use(adminProxyRoutes(auth.layout));
-  }
+  // With auth on, /metrics on this listener is for admin rules (metrics.listen serves it unauthenticated).
+  if (auth) app.use(authenticate(auth.authenticator, auth.challenge));
+  if (metrics) app.use(metricsRoutes(metrics.source));
+  if (auth) app.use(adminProxyRoutes(auth.layout));
   app.use(baseRoutes());
   app.use(listingRoutes(registry));
   app.use(uploadRoutes(registry));

@@ -31,7 +31,7 @@ const REPO_ROUTES: ReadonlyArray<readonly [RegExp, (method: string) => Action]> 
 
 /** The need of a request by method and path; undefined for what is open to all (health, the token endpoint). */
 export function needOf(method: string, path: string): Need | undefined {
-  if (path === '/admin' || path.startsWith('/admin/')) return { kind: 'admin' };
+  if (path === '/admin' || path.startsWith('/admin/') || path === '/metrics') return { kind: 'admin' };
   if (!path.startsWith('/v2')) return undefined;
   if (CATALOG_PATH.test(path)) return { kind: 'catalog' };
   if (BASE_PATH.test(path)) return { kind: 'signed-in' };

@@ -1,5 +1,15 @@
 import type { Request, RequestHandler } from 'express';
+import { randomUUID } from 'node:crypto';
 import type { Logger } from '../observability/logger.js';
+import type { RequestOutcome } from '../observability/metrics.js';
+
+/** A client's X-Request-Id is kept when it is short and plain (it goes into logs and back into a header). */
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:@\/+=-]{1,128}$/;
+
+/** The request's id: the client's own when it is sane, else a fresh one. */
+export function requestId(header: string | string[] | undefined): string {
+  return typeof header === 'string' && SANE_REQUEST_ID.test(header) ? header : randomUUID();
+}
 
 /**
  * Counts the request body as it is read, whoever reads it and however the request ends (a refused digest read the
@@ -23,19 +33,23 @@ function bodyCounter(req: Request): () => number {
 }
 
 /**
- * One JSON line per request: method, route template (never the raw URL, which may carry hostile input),
- * repository, the caller's name with auth on, status, the error code as sent, bytes in/out (bodies) and duration.
+ * One JSON line per request: its id (echoed in X-Request-Id), method, route template (never the raw URL, which
+ * may carry hostile input), repository, the caller's name with auth on, status, the error code as sent, bytes
+ * in/out (bodies) and duration; the same outcome feeds the HTTP metrics and the reference analytics.
  */
-export function requestLog(log: Logger): RequestHandler {
+export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
     const bytesIn = bodyCounter(req);
+    const id = requestId(req.headers['x-request-id']);
+    res.setHeader('X-Request-Id', id);
     res.on('close', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const status = res.headersSent ? res.statusCode : 0;
       const line = {
+        reqId: id,
         method: req.method,
-        route: res.locals.route ?? 'unmatched',
+        route: (res.locals.route as string | undefined) ?? 'unmatched',
         repo: res.locals.repo,
         // Who, by name (never a credential), when auth is on.
         user: res.locals.user,
@@ -49,6 +63,7 @@ export function requestLog(log: Logger): RequestHandler {
         ms: Math.round(ms * 100) / 100,
         complete: res.writableFinished,
       };
+      observe?.({ ...line, seconds: ms / 1000, ref: res.locals.ref as string | undefined, cacheConfigBytes: res.locals.cacheConfigBytes as number | undefined });
       if (status >= 500 || status === 0) log.warn(line, 'request');
       else log.info(line, 'request');
     });

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { Registry } from '../registry/registry.js';
-import { createApp } from './app.js';
+import { createApp, type AppOptions } from './app.js';
 import { createHttpServer, type RegistryServer } from './http-server.js';
 import { loadTls } from './tls.js';
 import type { LoginGuard } from '../auth/login-limiter.js';
@@ -44,8 +44,11 @@ export function listen(server: RegistryServer, host: string, port: number): Prom
   });
 }
 
+/** What watches the requests: metrics and reference analytics (see AppOptions). */
+export type Observers = Pick<AppOptions, 'metrics' | 'activity'>;
+
 /** The registry's express app as the configuration describes it, authentication included. */
-export async function configuredApp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard): Promise<Express> {
+export async function configuredApp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard, observers: Observers = {}): Promise<Express> {
   const auth = config.auth;
   const layout = new Layout(resolve(config.storage.dir));
   return createApp(registry, log, {
@@ -61,12 +64,13 @@ export async function configuredApp(config: Config, registry: Registry, log: Log
           },
         }
       : {}),
+    ...observers,
   });
 }
 
 /** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
-export async function serveHttp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard): Promise<HttpServer> {
-  const app = await configuredApp(config, registry, log, loginGuard);
+export async function serveHttp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard, observers: Observers): Promise<HttpServer> {
+  const app = await configuredApp(config, registry, log, loginGuard, observers);
   const tls = config.tls;
   const server = createHttpServer(app, config.http, {
     processes: config.workers,

@@ -1,6 +1,8 @@
 import type { StoreEvent } from '../storage/events.js';
 import type { LedgerRequest } from '../storage/write-gate.js';
 import type { ErrorCode } from '../core/errors.js';
+import type { MetricsSnapshot } from '../observability/metrics.js';
+import type { ReferenceActivity } from '../cache/reference-stats.js';
 
 /**
  * What the primary and worker processes tell each other over the cluster IPC channel.
@@ -8,8 +10,10 @@ import type { ErrorCode } from '../core/errors.js';
  */
 
 /** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full,
- *  b = a fallback served (branch fallback) in a repository. */
+ *  b = a fallback served (branch fallback) in a repository, a = a request's activity on a cache reference
+ *  (analytics). */
 export type UsageSignal =
+  | ['a', ReferenceActivity]
   | ['p', string]
   | ['r', string]
   | ['w', string]
@@ -23,7 +27,9 @@ export type AdminOp =
   /** A change this worker committed: answered once every process applied it. */
   | { op: 'publish'; event: StoreEvent }
   /** A write-gate question (session lock, caps, room in the budget), answered from the primary's ledger. */
-  | { op: 'ledger'; req: LedgerRequest };
+  | { op: 'ledger'; req: LedgerRequest }
+  /** GET /metrics reached this worker: the whole daemon's exposition, which only the primary can sum. */
+  | { op: 'metrics' };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
@@ -34,7 +40,9 @@ export type WorkerMessage =
   | { kind: 'release'; id: number }
   | { kind: 'listening'; url: string }
   /** A failed login from `address`: the primary counts them for the whole daemon. */
-  | { kind: 'login-failed'; address: string };
+  | { kind: 'login-failed'; address: string }
+  /** This worker's metrics, for the primary's collection `id`. */
+  | { kind: 'metrics'; id: number; snapshot: MetricsSnapshot };
 
 export type PrimaryMessage =
   /** Apply, then answer `applied` with the same ack number. */
@@ -46,7 +54,9 @@ export type PrimaryMessage =
   /** SIGHUP reached the primary: read the TLS files again (each worker holds its own listener). */
   | { kind: 'reload-tls' }
   /** Too many failed logins from `address`: every worker refuses its credentials until `until` (ms epoch). */
-  | { kind: 'login-blocked'; address: string; until: number };
+  | { kind: 'login-blocked'; address: string; until: number }
+  /** Send this worker's metrics snapshot (answered with `metrics` and the same id). */
+  | { kind: 'metrics-collect'; id: number };
 
 export const isMessage = (m: unknown): m is { kind: string } =>
   typeof m === 'object' && m !== null && typeof (m as { kind?: unknown }).kind === 'string';

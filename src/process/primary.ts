@@ -10,15 +10,22 @@ import { loadTls } from '../http/tls.js';
 import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 import { announce, lockDataDir, type Running } from './single.js';
-import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
 import { BlockList, LoginLimiter, localGuard } from '../auth/login-limiter.js';
 import { loadAuthenticator, loginLimits } from '../auth/setup.js';
+import { processRegistry } from '../observability/metrics.js';
+import { registerStoreMetrics } from '../observability/store-metrics.js';
+import { serveMetrics, type MetricsServer } from '../http/metrics-server.js';
+import { ClusterMetrics } from './cluster-metrics.js';
 
-/** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
-function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
+/** A worker's batched cache signals, fed to the same tracker (and analytics) a single-process daemon uses. */
+function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
+  const cache = store.cache;
   for (const s of signals) {
     switch (s[0]) {
+      case 'a':
+        store.references.record(s[1]);
+        break;
       case 'p':
         cache.blobProbed(s[1]);
         break;
@@ -116,6 +123,14 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   store.blobs.subscribe((e) => publish(e));
   store.repos.subscribe((e) => publish(e));
 
+  // The store's gauges and this process's own figures live here; the HTTP counters live in the workers.
+  let metrics: ClusterMetrics | undefined;
+  if (config.metrics.enabled) {
+    const registry = processRegistry();
+    registerStoreMetrics(registry, store, config.metrics.topReferences);
+    metrics = new ClusterMetrics(registry, () => serving, post);
+  }
+
   let stopping = false;
   let started = false;
   let onListening: (url: string) => void = () => {};
@@ -141,7 +156,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (msg.kind === 'applied') {
         applied(msg.ack, w, msg.kept === true);
       } else if (msg.kind === 'usage') {
-        applyUsage(store.cache, msg.signals);
+        applyUsage(store, msg.signals);
       } else if (msg.kind === 'request') {
         const call = msg.call;
         let answer: Promise<unknown>;
@@ -150,6 +165,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
         } else if (call.op === 'ledger') {
           answer = store.ledger.handle(call.req, holder);
+        } else if (call.op === 'metrics') {
+          answer = metrics ? metrics.text() : Promise.reject(new Error('metrics are off'));
         } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -176,6 +193,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           blocks.block(msg.address, until);
           for (const other of live) post(other, { kind: 'login-blocked', address: msg.address, until });
         }
+      } else if (msg.kind === 'metrics') {
+        metrics?.received(msg.id, w, msg.snapshot);
       } else if (msg.kind === 'listening') {
         for (const [address, until] of blocks.active()) post(w, { kind: 'login-blocked', address, until });
         serving.add(w);
@@ -186,6 +205,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       live.delete(w);
       serving.delete(w);
       for (const ack of [...awaiting.keys()]) applied(ack, w, false);
+      metrics?.gone(w);
       for (const release of held.values()) release();
       held.clear();
       // Its file handles closed with it: the sessions it was writing to are free again, at their size on disk.
@@ -205,10 +225,12 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
 
   for (let i = 0; i < workers; i++) fork();
   let url: string;
+  let metricsServer: MetricsServer | undefined;
   try {
     url = await listening;
     started = true;
     boundAddress = new URL(url).host;
+    metricsServer = metrics && (await serveMetrics(config, metrics, log));
   } catch (e) {
     stopping = true;
     for (const w of live) w.kill();
@@ -218,7 +240,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     throw e;
   }
   store.startBackground();
-  await announce(layout, log, url, admin, workers);
+  await announce(layout, log, url, admin, workers, metricsServer?.url);
 
   return {
     url,
@@ -228,6 +250,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     close: async () => {
       stopping = true;
       await admin.close();
+      await metricsServer?.close();
       const exited = [...live].map((w) => new Promise<void>((done) => (w.isDead() ? done() : w.once('exit', () => done()))));
       for (const w of live) {
         if (serving.has(w)) post(w, { kind: 'shutdown' });

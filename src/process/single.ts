@@ -8,6 +8,8 @@ import { Layout } from '../storage/layout.js';
 import { openStore } from '../store.js';
 import { localGuard } from '../auth/login-limiter.js';
 import { loginLimits } from '../auth/setup.js';
+import { serveMetrics } from '../http/metrics-server.js';
+import { singleProcessMetrics } from '../observability/store-metrics.js';
 
 export interface Running {
   url: string;
@@ -25,9 +27,9 @@ export function lockDataDir(layout: Layout, log: Logger): Promise<() => Promise<
 }
 
 /** Records where the daemon answers (DATA/daemon.json, for the CLI) and says that it is up. */
-export async function announce(layout: Layout, log: Logger, url: string, admin: AdminServer, workers: number): Promise<void> {
+export async function announce(layout: Layout, log: Logger, url: string, admin: AdminServer, workers: number, metricsUrl?: string): Promise<void> {
   await recordOwner(layout, { url, adminUrl: admin.url, ...(admin.token ? { adminToken: admin.token } : {}) });
-  log.info({ url, adminUrl: admin.url, dataDir: layout.root, workers }, `listening on ${url}`);
+  log.info({ url, adminUrl: admin.url, ...(metricsUrl ? { metricsUrl } : {}), dataDir: layout.root, workers }, `listening on ${url}`);
 }
 
 /** The whole daemon in one process: lock, store, background work, HTTP and the admin listener. */
@@ -40,14 +42,19 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     const store = await openStore(config, log);
     const admin = await serveAdmin(config, layout, store.admin, log);
     opened.push(admin.close);
-    const http = await serveHttp(config, store.registry, log, localGuard(loginLimits(config)));
+    const metrics = config.metrics.enabled ? singleProcessMetrics(store, config.metrics.topReferences) : undefined;
+    const http = await serveHttp(config, store.registry, log, localGuard(loginLimits(config)), { ...(metrics ? { metrics } : {}), activity: (a) => store.references.record(a) });
+    opened.push(http.close);
+    const metricsServer = metrics && (await serveMetrics(config, metrics.source, log));
+    if (metricsServer) opened.push(metricsServer.close);
     store.startBackground();
-    await announce(layout, log, http.url, admin, 1);
+    await announce(layout, log, http.url, admin, 1, metricsServer?.url);
     return {
       url: http.url,
       reloadTls: () => void http.reloadTls(),
       close: async () => {
         await admin.close();
+        await metricsServer?.close();
         await http.close();
         await store.close();
         await release();

@@ -10,6 +10,8 @@ import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
 import { BlockList, LoginLimiter, type LoginGuard } from '../auth/login-limiter.js';
 import { loginLimits } from '../auth/setup.js';
+import { HttpMetrics, processRegistry } from '../observability/metrics.js';
+import type { ReferenceActivity } from '../cache/reference-stats.js';
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -97,6 +99,17 @@ class ForwardingHooks implements CacheHooks {
   fallbackServed(repo: string): void {
     this.push(['b', repo]);
   }
+  /** For the reference analytics, which the primary keeps. */
+  activity(a: ReferenceActivity): void {
+    this.push(['a', a]);
+  }
+}
+
+/** This worker counts its own requests; a scrape it receives is answered with the primary's sum of all processes. */
+function workerMetrics(channel: PrimaryChannel) {
+  const registry = processRegistry();
+  const source = { contentType: registry.contentType, text: async () => (await channel.call<string>({ op: 'metrics' })).value };
+  return { registry, app: { http: new HttpMetrics(registry), source } };
 }
 
 /** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */
@@ -140,6 +153,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   process.on('SIGINT', () => {});
   process.on('SIGHUP', () => {}); // a reload comes from the primary (reload-tls); the signal's default would end us
 
+  const metrics = config.metrics.enabled ? workerMetrics(channel) : undefined;
   const gate = new LedgerGate(async (req) => (await channel.call<number | undefined>({ op: 'ledger', req })).value);
   const { registry, blobs, repos } = await openWorkerStores(config, hooks, gate);
   const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
@@ -158,10 +172,12 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
       void repos.apply(event).then(() => ack && send({ kind: 'applied', ack }));
     } else if (msg.kind === 'reply') {
       channel.settle(msg);
+    } else if (msg.kind === 'metrics-collect') {
+      void metrics?.registry.getMetricsAsJSON().then((snapshot) => send({ kind: 'metrics', id: msg.id, snapshot }));
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, log, loginGuard);
+  const http = await serveHttp(config, registry, log, loginGuard, { ...(metrics ? { metrics: metrics.app } : {}), activity: (a) => hooks.activity(a) });
   reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;

@@ -1,6 +1,6 @@
 import { OciError } from '../core/errors.js';
 import { tryParseDigest } from '../core/digest.js';
-import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, baseMediaType } from './media-types.js';
+import { BUILDKIT_CACHE_CONFIG, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, baseMediaType } from './media-types.js';
 
 export interface Descriptor {
   mediaType: string;
@@ -103,6 +103,11 @@ export function referrerArtifactType(m: ParsedManifest): string | undefined {
 }
 
 /** Digests that must be present before the manifest may be stored (foreign layers excepted). */
+/** The size of the BuildKit cache config a manifest lists (as its config, or as an index entry), if any. */
+export function cacheConfigSize(m: ParsedManifest): number | undefined {
+  return m.references.find((d) => baseMediaType(d.mediaType) === BUILDKIT_CACHE_CONFIG)?.size;
+}
+
 export function requiredDigests(m: ParsedManifest): string[] {
   return [...new Set(m.references.filter((d) => !d.urls).map((d) => d.digest))];
 }

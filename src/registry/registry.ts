@@ -6,7 +6,7 @@ import type { ChunkOptions, UploadSession, UploadStore } from '../storage/upload
 import type { ManifestRecord, RepositoryStore } from '../storage/repository-store.js';
 import { DigestList } from '../storage/digest-list.js';
 import type { BlobMembership } from '../storage/blob-membership.js';
-import { parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
+import { cacheConfigSize, parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
 import { RECENT, type FallbackRules } from './fallback.js';
@@ -190,7 +190,8 @@ export class Registry {
    * (BuildKit's cache index lists layers and a cache config, not manifests) must already be stored — with
    * tenant isolation, stored in this repository.
    */
-  async putManifest(name: string, ref: Reference, body: Buffer, contentType: string | undefined): Promise<ManifestRecord> {
+  /** Stores a manifest; says too the size of the BuildKit cache config it lists, for the reference analytics. */
+  async putManifest(name: string, ref: Reference, body: Buffer, contentType: string | undefined): Promise<{ record: ManifestRecord; cacheConfigBytes: number | undefined }> {
     const digest = digestOf(body, ref.kind === 'digest' ? ref.digest.algorithm : 'sha256');
     if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
       throw new OciError('DIGEST_INVALID', `manifest hashes to ${digest.value}, not ${ref.digest.value}`, {
@@ -204,7 +205,8 @@ export class Registry {
     try {
       const missing = new Set(reservation.missing);
       for (const d of required) if (!missing.has(d) && !(await this.holds(name, d))) missing.add(d);
-      return await this.storeManifest(name, ref, body, digest, parsed, required, [...missing]);
+      const record = await this.storeManifest(name, ref, body, digest, parsed, required, [...missing]);
+      return { record, cacheConfigBytes: cacheConfigSize(parsed) };
     } finally {
       // Once the record exists it keeps the blobs alive; until then the reservation did.
       reservation.release();

@@ -15,6 +15,8 @@ import { adminRequest, cliJson, type StatusJson } from '../helpers/cache-helpers
 const ADMIN_PATHS: Array<[string, string]> = [
   ['GET', '/admin/v1/status'],
   ['GET', '/admin/v1/du'],
+  ['GET', '/admin/v1/references'],
+  ['GET', '/admin/'],
   ['POST', '/admin/v1/gc'],
   ['POST', '/admin/v1/prune?olderThan=1s'],
   ['POST', '/admin/v1/verify'],

@@ -142,6 +142,12 @@ describe.skipIf(skip)('admin through the registry port', () => {
     // ci asking for the admin scope gets a token without it.
     const ciToken = (JSON.parse((await get(`${daemon.url}/token?scope=registry:admin:*`, basic('ci', PASSWORDS.ci))).body) as { token: string }).token;
     expect((await get(`${daemon.url}/admin/v1/status`, `Bearer ${ciToken}`)).status).toBe(403);
+    // /metrics on the registry port is an admin's too with auth on (metrics.listen serves scrapers without it).
+    expect((await get(`${daemon.url}/metrics`)).status).toBe(401);
+    expect((await get(`${daemon.url}/metrics`, basic('ci', PASSWORDS.ci))).status).toBe(403);
+    const scraped = await get(`${daemon.url}/metrics`, basic('ops', PASSWORDS.ops));
+    expect(scraped.status).toBe(200);
+    expect(scraped.body).toContain('buildcached_http_requests_total');
     // The local channel the CLI uses needs no rule.
     const cli = await run(process.execPath, [join(process.cwd(), 'dist', 'main.js'), 'status', '--json', '--data', daemon.dataDir]);
     expect(cli.code, cli.stderr).toBe(0);

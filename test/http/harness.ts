@@ -22,6 +22,7 @@ import { createHttpServer } from '../../src/http/http-server.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
 import { openStore, type OpenedStore } from '../../src/store.js';
+import { singleProcessMetrics } from '../../src/observability/store-metrics.js';
 
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.js';
 
@@ -45,7 +46,7 @@ export interface TestRegistry {
 }
 
 /** Starts a registry on a fresh temp data dir; `layer` overrides config keys (e.g. registry.maxManifestBytes). */
-export async function startRegistry(layer: Record<string, unknown> = {}, opts: { dataDir?: string } = {}): Promise<TestRegistry> {
+export async function startRegistry(layer: Record<string, unknown> = {}, opts: { dataDir?: string; metrics?: boolean } = {}): Promise<TestRegistry> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'buildcached-http-')));
   try {
     const config = await loadConfig({
@@ -55,7 +56,10 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
     const log = createLogger('silent');
     const store = await openStore(config, log);
     const registry = store.registry;
-    const app = await configuredApp(config, registry, log, localGuard(loginLimits(config)));
+    const app = await configuredApp(config, registry, log, localGuard(loginLimits(config)), {
+      ...(opts.metrics ? { metrics: singleProcessMetrics(store, config.metrics.topReferences) } : {}),
+      activity: (a) => store.references.record(a),
+    });
     const server = createHttpServer(app, config.http);
     await new Promise<void>((ok, fail) => {
       server.once('error', fail);

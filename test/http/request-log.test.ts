@@ -17,6 +17,7 @@ import { openStore } from '../../src/store.js';
 import { blob, sha256, waitFor } from './harness.js';
 
 interface Line {
+  reqId: string;
   method: string;
   route: string;
   status: number;
@@ -61,6 +62,19 @@ async function logged(send: () => PromiseLike<{ status: number; text: string }>)
 }
 
 describe('request log', () => {
+  it('carries the request id the response echoes: the client\'s, or a generated one', async () => {
+    const given = await logged(() => request(url).get('/v2/').set('X-Request-Id', 'build-1234'));
+    expect(given.line.reqId).toBe('build-1234');
+    let echoed: string | undefined;
+    const generated = await logged(async () => {
+      const res = await request(url).get('/v2/');
+      echoed = res.headers['x-request-id'] as string;
+      return res;
+    });
+    expect(generated.line.reqId).toBe(echoed);
+    expect(echoed).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('an error response counts its body as bytes out', async () => {
     const { line, status, text } = await logged(() => request(url).get(`/v2/log/app/blobs/${blob().digest}`));
     expect(status).toBe(404);

@@ -3,12 +3,18 @@ import { OciError } from '../../core/errors.js';
 import type { AdminApi } from '../../cache/admin.js';
 import { parseDuration } from '../../config/units.js';
 import { queryParam } from '../params.js';
+import { renderStatusPage } from '../status-page.js';
 
 const flag = (v: string | undefined) => v !== undefined && v !== '0' && v !== 'false';
 
 /** The operator API, mounted only on the admin listener (see admin-server.ts), which decides who may call it. */
 export function adminRoutes(admin: AdminApi): Router {
   const r = Router();
+  r.get('/admin/', async (_req, res) => {
+    res.locals.route = '/admin/';
+    const [status, refs] = await Promise.all([admin.status(), admin.references()]);
+    res.set('Content-Type', 'text/html; charset=utf-8').set('Cache-Control', 'no-store').send(renderStatusPage(status, refs));
+  });
   r.get('/admin/v1/status', async (_req, res) => {
     res.locals.route = '/admin/v1/status';
     res.json(await admin.status());
@@ -16,6 +22,10 @@ export function adminRoutes(admin: AdminApi): Router {
   r.get('/admin/v1/du', async (req, res) => {
     res.locals.route = '/admin/v1/du';
     res.json({ references: await admin.du(queryParam(req, 'repo')) });
+  });
+  r.get('/admin/v1/references', async (req, res) => {
+    res.locals.route = '/admin/v1/references';
+    res.json({ references: await admin.references(queryParam(req, 'repo')) });
   });
   r.post('/admin/v1/gc', async (req, res) => {
     res.locals.route = '/admin/v1/gc';

@@ -24,6 +24,7 @@ export function blobRoutes(registry: Registry): Router {
     const name = nameParam(req);
     res.locals.repo = name;
     const d = pathDigest(req);
+    res.locals.ref = d.value;
     const size = await registry.headBlob(name, d);
     blobHeaders(res, d.value);
     res.set('Content-Length', String(size)).status(200).end();
@@ -34,6 +35,7 @@ export function blobRoutes(registry: Registry): Router {
     const name = nameParam(req);
     res.locals.repo = name;
     const d = pathDigest(req);
+    res.locals.ref = d.value;
     const reader = await registry.openBlob(name, d);
     let range;
     try {

@@ -41,7 +41,8 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    const { record, reader, fallback } = await registry.openManifest(name, lookupReference(String(req.params[1])));
+    res.locals.ref = String(req.params[1]);
+    const { record, reader, fallback } = await registry.openManifest(name, lookupReference(res.locals.ref as string));
     manifestHeaders(res, record);
     fallbackHeader(res, fallback);
     res.locals.bytesOut = record.size;
@@ -52,9 +53,11 @@ export function manifestRoutes(registry: Registry, maxManifestBytes: number, buf
     res.locals.route = ROUTE;
     const name = nameParam(req);
     res.locals.repo = name;
-    const ref = parseReference(String(req.params[1]));
+    res.locals.ref = String(req.params[1]);
+    const ref = parseReference(res.locals.ref as string);
     const body = await readLimited(req, res, maxManifestBytes, buffers);
-    const record = await registry.putManifest(name, ref, body, req.headers['content-type']);
+    const { record, cacheConfigBytes } = await registry.putManifest(name, ref, body, req.headers['content-type']);
+    res.locals.cacheConfigBytes = cacheConfigBytes;
     res.status(201).set({
       Location: `/v2/${name}/manifests/${record.digest}`,
       'Docker-Content-Digest': record.digest,
