@@ -16,6 +16,8 @@ import { CacheTracker } from './cache/cache.js';
 import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
+import { openOwnerTier, readerTier, type OwnerTier } from './tiers/setup.js';
+import { TierView, type TierDirectory } from './tiers/read-through.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -68,6 +70,8 @@ export interface OpenedStore {
   admin: Admin;
   /** The owner's book of writes in progress: the primary answers its workers' write requests from it. */
   ledger: WriteLedger;
+  /** The tier below the local disk, when one is configured: every committed change goes to `observe`. */
+  tier?: OwnerTier;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
   /** Stops the timers and persists recency and the blob index. */
@@ -96,7 +100,14 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   for (const f of await uploads.scan()) ledger.seed(f.id, f.client, f.startedAt, f.lastActive, f.bytes);
   await repos.open();
   const members = await openMembership(config, layout, table, true);
-  const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
+  let tier: OwnerTier | undefined;
+  try {
+    tier = await openOwnerTier(config, layout, blobs, repos, log);
+  } catch (e) {
+    await recency.close();
+    throw e;
+  }
+  const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log, tier && ((d) => tier.writeBack.holds(d)));
   ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
   const expired = await evictor.expireUploads();
   const { total } = evictor.usage();
@@ -108,8 +119,9 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
       `storage.maxBytes (${spec}) is more than the free space plus what the store holds: the disk may fill before eviction starts (writes then fail with 507 until it frees space); set storage.maxBytes to a size that fits`,
     );
   }
-  const cache = new CacheTracker(blobs, recency, evictor);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members);
+  const cache = new CacheTracker(blobs, recency, evictor, tier && ((d) => tier.directory.blobSize(d)));
+  const view = tier && new TierView(tier.tier, tier.directory, blobs, repos, config.registry.maxManifestBytes, log);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members, view);
   log.info(
     {
       blobs: blobs.count,
@@ -135,8 +147,9 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     recency,
     evictor,
     cache,
-    admin: new Admin(layout, blobs, repos, recency, evictor),
+    admin: new Admin(layout, blobs, repos, recency, evictor, tier?.writeBack),
     ledger,
+    ...(tier ? { tier } : {}),
     startBackground() {
       every(5_000, () => recency.flush(), 'recency flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
@@ -148,6 +161,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     },
     async close() {
       for (const t of timers) clearInterval(t);
+      await tier?.writeBack.close();
       await recency.close();
     },
   };
@@ -160,14 +174,18 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
  */
 export async function openWorkerStores(
   config: Config,
+  log: Logger,
   hooks: CacheHooks,
   gate: WriteGate,
+  directory: TierDirectory,
 ): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
   const { layout, table, blobs, uploads, repos } = newStores(config, new DigestTable(), gate);
   await blobs.open();
   await repos.open();
   const members = await openMembership(config, layout, table, false);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members);
+  const tier = readerTier(config);
+  const view = tier && new TierView(tier, directory, blobs, repos, config.registry.maxManifestBytes, log);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members, view);
   return { registry, blobs, repos };
 }
 

@@ -6,6 +6,7 @@ import { verifyStore, type VerifyReport } from './verify.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { Layout } from '../storage/layout.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
+import type { TierStats } from '../tiers/write-back.js';
 
 export interface Status {
   bytesUsed: number;
@@ -18,6 +19,8 @@ export interface Status {
   blobCount: number;
   references: ReferenceInfo[];
   evictions: Evictor['totals'];
+  /** With a tier below the local disk: its upload backlog, totals and last error. */
+  tier?: TierStats & { degraded: boolean };
 }
 
 /** The admin operations, served in-process or (from a worker process) forwarded to the store's owner. */
@@ -43,6 +46,7 @@ export class Admin implements AdminApi {
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
     private readonly evictor: Evictor,
+    private readonly tier?: { status(): TierStats; readonly degraded: boolean },
   ) {}
 
   async status(): Promise<Status> {
@@ -59,6 +63,7 @@ export class Admin implements AdminApi {
       blobCount: this.blobs.count,
       references: await this.du(),
       evictions: this.evictor.totals,
+      ...(this.tier ? { tier: { ...this.tier.status(), degraded: this.tier.degraded } } : {}),
     };
   }
 

@@ -10,12 +10,13 @@ import { BLOB_PATH, blobRoutes } from './routes/blobs.js';
 import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/uploads.js';
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
-import { healthRoutes } from './routes/health.js';
+import { healthRoutes, type Readiness } from './routes/health.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
   /** Manifest bodies this process holds in memory at once (http.maxBufferedManifestBytes). */
   maxBufferedManifestBytes: number;
+  readiness?: Readiness;
 }
 
 /**
@@ -58,7 +59,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.disable('etag');
   app.set('query parser', 'simple');
   app.use(requestLog(log));
-  app.use(healthRoutes());
+  app.use(healthRoutes(opts.readiness));
   app.use('/v2', (_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();

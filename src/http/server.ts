@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { Registry } from '../registry/registry.js';
 import { createApp } from './app.js';
+import type { Readiness } from './routes/health.js';
 import { createHttpServer, type RegistryServer } from './http-server.js';
 import { loadTls } from './tls.js';
 
@@ -40,10 +41,11 @@ export function listen(server: RegistryServer, host: string, port: number): Prom
 }
 
 /** Serves the registry over HTTP on the configured address (the admin API has its own listener: admin-server.ts). */
-export async function serveHttp(config: Config, registry: Registry, log: Logger): Promise<HttpServer> {
+export async function serveHttp(config: Config, registry: Registry, log: Logger, readiness?: Readiness): Promise<HttpServer> {
   const app = createApp(registry, log, {
     maxManifestBytes: config.registry.maxManifestBytes,
     maxBufferedManifestBytes: config.http.maxBufferedManifestBytes,
+    ...(readiness ? { readiness } : {}),
   });
   const tls = config.tls;
   const server = createHttpServer(app, config.http, {

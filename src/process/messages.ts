@@ -7,8 +7,10 @@ import type { ErrorCode } from '../core/errors.js';
  * Workers serve HTTP; the primary owns the data-dir lock, recency, eviction and the admin listener.
  */
 
-/** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full. */
+/** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full,
+ *  t = bytes read through from the tier (0 with a failure). */
 export type UsageSignal =
+  | ['t', number, boolean]
   | ['p', string]
   | ['r', string]
   | ['w', string]
@@ -21,7 +23,13 @@ export type AdminOp =
   /** A change this worker committed: answered once every process applied it. */
   | { op: 'publish'; event: StoreEvent }
   /** A write-gate question (session lock, caps, room in the budget), answered from the primary's ledger. */
-  | { op: 'ledger'; req: LedgerRequest };
+  | { op: 'ledger'; req: LedgerRequest }
+  /** The size of a blob the tier holds (from the owner's journal or its cached existence checks). */
+  | { op: 'tier-size'; digest: string }
+  /** Who fetches `digest` from the tier: answered 'lead', or once the fetch that leads is done or failed. */
+  | { op: 'tier-claim'; digest: string }
+  /** Why the daemon is degraded (the tier unreachable), or null. */
+  | { op: 'tier-ready' };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
@@ -30,6 +38,8 @@ export type WorkerMessage =
   | { kind: 'request'; id: number; call: AdminOp }
   /** Ends the reservation made by request `id`. */
   | { kind: 'release'; id: number }
+  /** The fetch this worker led (a 'lead' answer to tier-claim) committed the blob, or failed. */
+  | { kind: 'tier-settle'; digest: string; ok: boolean }
   | { kind: 'listening'; url: string };
 
 export type PrimaryMessage =

@@ -9,14 +9,18 @@ import { ListenError } from '../http/server.js';
 import { loadTls } from '../http/tls.js';
 import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
-import { announce, lockDataDir, type Running } from './single.js';
+import { announce, lockDataDir, tierDegraded, type Running } from './single.js';
 import type { CacheHooks } from '../registry/registry.js';
 import { OciError } from '../core/errors.js';
 
 /** A worker's batched cache signals, fed to the same tracker a single-process daemon uses. */
-function applyUsage(cache: CacheHooks, signals: UsageSignal[]): void {
+function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
+  const cache: CacheHooks = store.cache;
   for (const s of signals) {
     switch (s[0]) {
+      case 't':
+        store.tier?.directory.readThrough(s[1], s[2]);
+        break;
       case 'p':
         cache.blobProbed(s[1]);
         break;
@@ -98,8 +102,13 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     });
   };
   // The evictor, gc and prune run here: workers learn about their removals like any other change.
-  store.blobs.subscribe((e) => publish(e));
-  store.repos.subscribe((e) => publish(e));
+  // Every committed change is journaled for the tier (when there is one) before anyone is told of it.
+  const committed = async (e: StoreEvent, except?: Worker): Promise<Verdict> => {
+    await store.tier?.writeBack.observe(e);
+    return publish(e, except);
+  };
+  store.blobs.subscribe((e) => committed(e));
+  store.repos.subscribe((e) => committed(e));
 
   let stopping = false;
   let started = false;
@@ -126,15 +135,21 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       if (msg.kind === 'applied') {
         applied(msg.ack, w, msg.kept === true);
       } else if (msg.kind === 'usage') {
-        applyUsage(store.cache, msg.signals);
+        applyUsage(store, msg.signals);
       } else if (msg.kind === 'request') {
         const call = msg.call;
         let answer: Promise<unknown>;
         if (call.op === 'publish') {
           store.blobs.apply(call.event);
-          answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
+          answer = Promise.all([store.repos.apply(call.event), committed(call.event, w)]).then(([, verdict]) => verdict);
         } else if (call.op === 'ledger') {
           answer = store.ledger.handle(call.req, holder);
+        } else if (call.op === 'tier-size') {
+          answer = store.tier ? store.tier.directory.blobSize(call.digest) : Promise.resolve(undefined);
+        } else if (call.op === 'tier-claim') {
+          answer = store.tier ? store.tier.directory.claim(call.digest, holder) : Promise.resolve('failed');
+        } else if (call.op === 'tier-ready') {
+          answer = Promise.resolve(tierDegraded(store) ?? null);
         } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -152,6 +167,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
               ...(err instanceof OciError ? { code: err.code, detail: err.detail } : {}),
             }),
         );
+      } else if (msg.kind === 'tier-settle') {
+        store.tier?.directory.settle(msg.digest, msg.ok);
       } else if (msg.kind === 'release') {
         held.get(msg.id)?.();
         held.delete(msg.id);
@@ -166,6 +183,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       for (const ack of [...awaiting.keys()]) applied(ack, w, false);
       for (const release of held.values()) release();
       held.clear();
+      store.tier?.directory.releaseHolder(holder);
       // Its file handles closed with it: the sessions it was writing to are free again, at their size on disk.
       for (const id of store.ledger.releaseHolder(holder)) void store.uploads.sizeOf(id).then((size) => store.ledger.resize(id, size));
       const pid = w.process.pid;

@@ -5,7 +5,7 @@ import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
-import { openStore } from '../store.js';
+import { openStore, type OpenedStore } from '../store.js';
 
 export interface Running {
   url: string;
@@ -28,6 +28,12 @@ export async function announce(layout: Layout, log: Logger, url: string, admin: 
   log.info({ url, adminUrl: admin.url, dataDir: layout.root, workers }, `listening on ${url}`);
 }
 
+/** Why the daemon is degraded: its tier failed and has not succeeded since (local hits and pushes still work). */
+export function tierDegraded(store: OpenedStore): string | undefined {
+  const wb = store.tier?.writeBack;
+  return wb?.degraded ? `S3 tier unreachable: ${wb.status().lastError ?? 'unknown error'}` : undefined;
+}
+
 /** The whole daemon in one process: lock, store, background work, HTTP and the admin listener. */
 export async function startSingle(config: Config, log: Logger): Promise<Running> {
   const layout = new Layout(resolve(config.storage.dir));
@@ -38,7 +44,12 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     const store = await openStore(config, log);
     const admin = await serveAdmin(config, layout, store.admin, log);
     opened.push(admin.close);
-    const http = await serveHttp(config, store.registry, log);
+    const tier = store.tier;
+    if (tier) {
+      store.blobs.subscribe((e) => tier.writeBack.observe(e));
+      store.repos.subscribe((e) => tier.writeBack.observe(e));
+    }
+    const http = await serveHttp(config, store.registry, log, async () => tierDegraded(store));
     store.startBackground();
     await announce(layout, log, http.url, admin, 1);
     return {

@@ -8,6 +8,11 @@ import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
 import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
+import { LRUCache } from 'lru-cache';
+import type { TierDirectory } from '../tiers/read-through.js';
+
+/** Sizes of blobs the tier holds, as the primary answered them: immutable under their digest, kept an hour. */
+const tierSizes = new LRUCache<string, number>({ max: 100_000, ttl: 60 * 60_000 });
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -92,6 +97,9 @@ class ForwardingHooks implements CacheHooks {
   storageFull(): void {
     this.push(['f']);
   }
+  tierRead(bytes: number, ok: boolean): void {
+    this.push(['t', bytes, ok]);
+  }
 }
 
 /** A worker process: loads the indexes, serves HTTP on the shared port, keeps its indexes in step via the primary. */
@@ -122,7 +130,19 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   process.on('SIGHUP', () => {}); // a reload comes from the primary (reload-tls); the signal's default would end us
 
   const gate = new LedgerGate(async (req) => (await channel.call<number | undefined>({ op: 'ledger', req })).value);
-  const { registry, blobs, repos } = await openWorkerStores(config, hooks, gate);
+  const directory: TierDirectory = {
+    blobSize: async (digest) => {
+      const known = tierSizes.get(digest);
+      if (known !== undefined) return known;
+      const size = (await channel.call<number | null | undefined>({ op: 'tier-size', digest })).value ?? undefined;
+      if (size !== undefined) tierSizes.set(digest, size);
+      return size;
+    },
+    claim: async (digest) => (await channel.call<'lead' | 'done' | 'failed'>({ op: 'tier-claim', digest })).value,
+    settle: (digest, ok) => send({ kind: 'tier-settle', digest, ok }),
+    readThrough: (bytes, ok) => hooks.tierRead(bytes, ok),
+  };
+  const { registry, blobs, repos } = await openWorkerStores(config, log, hooks, gate, directory);
   const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
   blobs.subscribe(publish);
   repos.subscribe(publish);
@@ -142,7 +162,8 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, log);
+  const readiness = async () => (await channel.call<string | null>({ op: 'tier-ready' })).value ?? undefined;
+  const http = await serveHttp(config, registry, log, config.tier?.s3 ? readiness : undefined);
   reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;

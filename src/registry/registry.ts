@@ -9,6 +9,7 @@ import type { BlobMembership } from '../storage/blob-membership.js';
 import { parseManifest, referrerArtifactType, requiredDigests, type ParsedManifest } from './manifest.js';
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
+import type { TierAccess } from '../tiers/read-through.js';
 
 export interface RegistryOptions {
   /** Mount without `from` succeeds when the blob exists (OCI "automatic content discovery"). */
@@ -63,7 +64,14 @@ export class Registry {
     private readonly cache: CacheHooks,
     /** Tenant isolation: which repositories have which blobs. Without it every repository reads the one store. */
     private readonly members?: BlobMembership,
+    /** A tier below the local disk: blobs and manifests missing here are looked for there. */
+    private readonly tier?: TierAccess,
   ) {}
+
+  /** A blob's size: on the local disk, or else in the tier. */
+  private async blobSize(d: Digest): Promise<number | undefined> {
+    return (await this.blobs.locate(d)) ?? (await this.tier?.blobSize(d.value));
+  }
 
   /**
    * Whether repository `name` may serve blob `digest`. With tenant isolation, only when it has it: uploaded or
@@ -78,7 +86,7 @@ export class Registry {
 
   /** The blob's size, if it exists and `name` may serve it; otherwise BLOB_UNKNOWN, the same either way. */
   private async sizeIn(name: string, d: Digest): Promise<number> {
-    const size = await this.blobs.locate(d);
+    const size = await this.blobSize(d);
     if (size === undefined || !(await this.holds(name, d.value))) {
       throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     }
@@ -97,9 +105,10 @@ export class Registry {
     return size;
   }
 
+  /** A reader of the blob, local or read through from the tier; call its `ready` before answering. */
   async openBlob(name: string, d: Digest): Promise<BlobReader> {
-    await this.sizeIn(name, d);
-    const reader = await this.blobs.openReader(d);
+    const size = await this.sizeIn(name, d);
+    const reader = (await this.blobs.openReader(d)) ?? this.tier?.openBlob(d, size);
     if (!reader) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     this.cache.blobRead(d.value);
     return reader;
@@ -143,7 +152,7 @@ export class Registry {
    */
   async canMount(name: string, d: Digest, from: string | undefined): Promise<boolean> {
     if (from === undefined && !this.options.automaticCrossMount) return false;
-    if ((await this.blobs.locate(d)) === undefined || !(await this.holds(from ?? name, d.value))) return false;
+    if ((await this.blobSize(d)) === undefined || !(await this.holds(from ?? name, d.value))) return false;
     await this.joined(name, d.value);
     this.cache.blobProbed(d.value);
     return true;
@@ -229,8 +238,9 @@ export class Registry {
   }
 
   async resolve(name: string, ref: Reference): Promise<ManifestRecord> {
-    const digest = ref.kind === 'tag' ? await this.repos.lookupTag(name, ref.tag) : ref.digest.value;
-    const record = digest ? await this.repos.lookupManifest(name, digest) : undefined;
+    let record = await this.lookup(name, ref);
+    // A miss here may be a push another daemon on the same bucket received.
+    if (!record && this.tier && (await this.tier.importManifest(name, ref))) record = await this.lookup(name, ref);
     if (!record) {
       const what = ref.kind === 'tag' ? `${name}:${ref.tag}` : `${name}@${ref.digest.value}`;
       throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
@@ -239,10 +249,18 @@ export class Registry {
     return record;
   }
 
+  private async lookup(name: string, ref: Reference): Promise<ManifestRecord | undefined> {
+    const digest = ref.kind === 'tag' ? await this.repos.lookupTag(name, ref.tag) : ref.digest.value;
+    return digest ? await this.repos.lookupManifest(name, digest) : undefined;
+  }
+
   async openManifest(name: string, ref: Reference): Promise<StoredManifest> {
     const record = await this.resolve(name, ref);
-    const reader = await this.blobs.openReader(parseDigest(record.digest));
+    const d = parseDigest(record.digest);
+    // Its bytes may have gone to the tier (a manifest is a blob too).
+    const reader = (await this.blobs.openReader(d)) ?? this.tier?.openBlob(d, record.size);
     if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${record.digest} content is missing`, { name });
+    await reader.ready?.();
     return { record, reader };
   }
 

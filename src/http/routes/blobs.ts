@@ -38,6 +38,7 @@ export function blobRoutes(registry: Registry): Router {
     let range;
     try {
       range = parseRange(req.headers.range, reader.size);
+      await reader.ready?.(range);
     } catch (e) {
       await reader.close();
       throw e;
