@@ -205,6 +205,9 @@ export class TierView implements TierAccess {
         fail(e);
       },
     );
+    // Room on the local disk is granted before the temp file exists: a refusal (507) is still a clean answer.
+    while (landing.path === undefined && landing.state === 'running') await landing.changed();
+    if (landing.failed && landing.path === undefined) throw landing.error;
     return landing;
   }
 

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { REPO_ROOT, makeTempDir, onCleanup, track } from './daemon.js';
 
+// The SDK is pinned to a Node 20 release on purpose; its notice about later releases is noise here.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const CHILD = join(REPO_ROOT, 'test', 'helpers', 's3rver-child.cjs');
 /** s3rver's built-in account. */
 export const S3_ENV = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
