@@ -39,7 +39,7 @@ export type WorkerMessage =
   /** Ends the reservation made by request `id`. */
   | { kind: 'release'; id: number }
   /** The fetch this worker led (a 'lead' answer to tier-claim) committed the blob, or failed. */
-  | { kind: 'tier-settle'; digest: string; ok: boolean }
+  | { kind: 'tier-settle'; digest: string; ok: boolean; corrupt?: boolean }
   | { kind: 'listening'; url: string };
 
 export type PrimaryMessage =

@@ -168,7 +168,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
             }),
         );
       } else if (msg.kind === 'tier-settle') {
-        store.tier?.directory.settle(msg.digest, msg.ok);
+        store.tier?.directory.settle(msg.digest, msg.ok, msg.corrupt === true);
       } else if (msg.kind === 'release') {
         held.get(msg.id)?.();
         held.delete(msg.id);

@@ -139,7 +139,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
       return size;
     },
     claim: async (digest) => (await channel.call<'lead' | 'done' | 'failed'>({ op: 'tier-claim', digest })).value,
-    settle: (digest, ok) => send({ kind: 'tier-settle', digest, ok }),
+    settle: (digest, ok, corrupt) => send({ kind: 'tier-settle', digest, ok, ...(corrupt ? { corrupt } : {}) }),
     readThrough: (bytes, ok) => hooks.tierRead(bytes, ok),
   };
   const { registry, blobs, repos } = await openWorkerStores(config, log, hooks, gate, directory);

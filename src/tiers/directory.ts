@@ -18,6 +18,8 @@ export class OwnerDirectory implements TierDirectory {
   private readonly exists = new LRUCache<string, number>({ max: 100_000 });
   /** HEADs in flight, shared by concurrent lookups of one digest. */
   private readonly heads = new Map<string, Promise<number | undefined>>();
+  /** Blobs whose bytes in the tier did not match their digest: never read through again by this daemon. */
+  private readonly corrupt = new Set<string>();
   private readonly fetches = new Map<string, { holder: string; waiters: Array<(v: 'done' | 'failed') => void> }>();
 
   constructor(
@@ -26,6 +28,7 @@ export class OwnerDirectory implements TierDirectory {
   ) {}
 
   async blobSize(digest: string): Promise<number | undefined> {
+    if (this.corrupt.has(digest)) return undefined;
     const known = this.writeBack.blobSize(digest);
     if (known !== undefined) return known;
     const cached = this.exists.get(digest);
@@ -47,6 +50,7 @@ export class OwnerDirectory implements TierDirectory {
   }
 
   claim(digest: string, holder = 'self'): Promise<'lead' | 'done' | 'failed'> {
+    if (this.corrupt.has(digest)) return Promise.resolve('failed');
     const f = this.fetches.get(digest);
     if (!f) {
       this.fetches.set(digest, { holder, waiters: [] });
@@ -55,7 +59,8 @@ export class OwnerDirectory implements TierDirectory {
     return new Promise((resolve) => f.waiters.push(resolve));
   }
 
-  settle(digest: string, ok: boolean): void {
+  settle(digest: string, ok: boolean, corrupt = false): void {
+    if (corrupt) this.corrupt.add(digest);
     const f = this.fetches.get(digest);
     if (!f) return;
     this.fetches.delete(digest);

@@ -19,7 +19,8 @@ export interface TierDirectory {
   blobSize(digest: string): Promise<number | undefined>;
   /** 'lead': fetch it and `settle`; 'done': another fetch committed it locally; 'failed': that fetch failed. */
   claim(digest: string): Promise<'lead' | 'done' | 'failed'>;
-  settle(digest: string, ok: boolean): void;
+  /** `corrupt`: the tier's bytes did not match the digest; nobody in the daemon reads them through again. */
+  settle(digest: string, ok: boolean, corrupt?: boolean): void;
   /** Counts bytes read through (for status and metrics). */
   readThrough(bytes: number, ok: boolean): void;
 }
@@ -43,6 +44,8 @@ class Landing {
   written = 0;
   state: 'running' | 'done' | 'failed' = 'running';
   error: Error | undefined;
+  /** Another process landed it: read the local file. */
+  local = false;
   private waiters: Array<() => void> = [];
 
   notify(): void {
@@ -89,12 +92,10 @@ const unavailable = (e: unknown) =>
  * Read-through from a tier, in one process: a blob missing locally streams to every client that asks while it lands
  * on the local disk, verified against its digest before it is committed. Readers follow the landing file as it
  * grows, but its last byte is sent only once the digest matched: a blob the tier returns corrupt is refused (the
- * response is cut) and never committed or served again by this process. A `Range` is an S3 range read.
+ * response is cut), never committed, and never read through again (the directory remembers it). A `Range` is an S3 range read.
  */
 export class TierView implements TierAccess {
   private readonly landings = new Map<string, Landing>();
-  /** Digests whose bytes from the tier did not match: never read through again. */
-  private readonly corrupt = new Set<string>();
   private readonly misses = new LRUCache<string, true>({ max: 10_000, ttl: MISS_TTL_MS });
 
   constructor(
@@ -107,7 +108,7 @@ export class TierView implements TierAccess {
   ) {}
 
   async blobSize(digest: string): Promise<number | undefined> {
-    return this.corrupt.has(digest) ? undefined : this.directory.blobSize(digest);
+    return this.directory.blobSize(digest);
   }
 
   openBlob(d: Digest, size: number): BlobReader {
@@ -144,7 +145,10 @@ export class TierView implements TierAccess {
   private async land(d: Digest, size: number): Promise<Landing | 'local'> {
     const current = this.landings.get(d.value);
     if (current) {
-      if (current.state === 'failed') throw new OciError('TIER_UNAVAILABLE', `blob ${d.value} could not be read from the tier`);
+      // Joined: wait as the first reader does, until the bytes flow (or another process has them).
+      while (current.path === undefined && current.state === 'running' && !current.local) await current.changed();
+      if (current.local) return 'local';
+      if (current.failed && current.path === undefined) throw current.error ?? new OciError('TIER_UNAVAILABLE', `blob ${d.value} could not be read from the tier`);
       return current;
     }
     const landing = new Landing();
@@ -152,17 +156,21 @@ export class TierView implements TierAccess {
     const verdict = await this.directory.claim(d.value);
     if (verdict !== 'lead') {
       this.landings.delete(d.value);
-      landing.state = verdict === 'done' ? 'done' : 'failed';
+      if (verdict === 'done') landing.local = true;
+      else {
+        landing.state = 'failed';
+        landing.error = new OciError('TIER_UNAVAILABLE', `blob ${d.value} could not be read from the tier`);
+      }
       landing.notify();
-      if (verdict === 'failed') throw new OciError('TIER_UNAVAILABLE', `blob ${d.value} could not be read from the tier`);
+      if (landing.error) throw landing.error;
       return 'local';
     }
-    const fail = (e: unknown) => {
+    const fail = (e: unknown, corrupt = false) => {
       landing.state = 'failed';
       landing.error = e as Error;
       landing.notify();
       this.landings.delete(d.value);
-      this.directory.settle(d.value, false);
+      this.directory.settle(d.value, false, corrupt);
       this.directory.readThrough(0, false);
     };
     let got;
@@ -195,14 +203,14 @@ export class TierView implements TierAccess {
         this.directory.readThrough(size, true);
       },
       (e: unknown) => {
-        if (e instanceof OciError && (e.code === 'DIGEST_INVALID' || e.code === 'SIZE_INVALID')) {
-          this.corrupt.add(d.value);
+        const corrupt = e instanceof OciError && (e.code === 'DIGEST_INVALID' || e.code === 'SIZE_INVALID');
+        if (corrupt) {
           this.log.error({ digest: d.value, err: e.message }, 'the tier returned a blob that does not match its digest: refused, not committed');
         } else {
           this.log.warn({ digest: d.value, err: (e as Error).message }, 'read-through from the tier failed');
         }
         body.destroy();
-        fail(e);
+        fail(e, corrupt);
       },
     );
     // Room on the local disk is granted before the temp file exists: a refusal (507) is still a clean answer.

@@ -4,6 +4,7 @@
  * have it return corrupt bytes. Objects are read back with the AWS SDK.
  */
 import { appendFile } from 'node:fs/promises';
+import http from 'node:http';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
@@ -13,6 +14,9 @@ import { cleanup, makeTempDir, runDaemonExpectingFailure, servingPids, sleep, ty
 import { request, sha256, type RegistryClient } from '../helpers/registry-client.js';
 import { KiB, pullRef, pushRef, randomLayers, startCache, status, waitFor, writeCacheConfig, type CacheDaemon, type PushedRef, type StatusJson } from '../helpers/cache-helpers.js';
 import { S3_ENV, startS3, startS3Proxy, tierConfig, type S3Server } from '../helpers/s3.js';
+import { hashFile, readOciLayout, writeOciLayout } from '../helpers/oci-image.js';
+import { containersEnv, runOk } from '../helpers/tools.js';
+import { haveTool, requireTools } from '../helpers/daemon.js';
 
 afterEach(async () => {
   await cleanup();
@@ -114,4 +118,100 @@ describe.each([1, 2])('S3 tier with --workers %i', (workers) => {
     const t = await tierOf(d);
     expect(t.readThroughBytes).toBeGreaterThanOrEqual(gone.reduce((n, l) => n + l.length, 0));
   }, 90_000);
+});
+
+describe.each([1, 2])('several daemons on one bucket, reader with --workers %i', (workers) => {
+  it('daemon B serves what A received; 20 concurrent misses of one blob make one S3 GET; Range is a range read', async () => {
+    const s3 = await startS3();
+    const proxy = await startS3Proxy(s3);
+    const a = await startTierDaemon(s3, { workers: 1 });
+    const b = await startTierDaemon(s3, { workers, endpoint: proxy.endpoint });
+    const ref = await pushRef(a.client, 'share/app', 'main', randomLayers([4 * MiB + 3, 700 * KiB, 64 * KiB]));
+    await drained(a);
+
+    // The tag and manifest: a miss on B consults the bucket.
+    const m = await b.client.getManifest('share/app', 'main');
+    expect(m.status).toBe(200);
+    expect(m.body.equals(ref.manifest)).toBe(true);
+    expect(m.headers['docker-content-digest']).toBe(ref.digest);
+
+    // 20 clients at once, each on its own connection, for a blob B has never seen.
+    const big = ref.layers[0]!;
+    const key = `/bc/blobs/sha256/${hex(sha256(big))}`;
+    const gets = await Promise.all(Array.from({ length: 20 }, () => request('GET', `${b.url}/v2/share/app/blobs/${sha256(big)}`, { agent: new http.Agent() })));
+    for (const g of gets) {
+      expect(g.status).toBe(200);
+      expect(g.body.equals(big)).toBe(true);
+    }
+    expect(proxy.count('GET', key)).toBe(1);
+    if (workers > 1) expect(servingPids(b, 'share').size).toBe(2);
+    // Now local: more reads make no more S3 requests.
+    expect((await getBlob(b.client, 'share/app', sha256(big))).body.equals(big)).toBe(true);
+    expect(proxy.count('GET', key)).toBe(1);
+
+    // A Range of a blob B lacks: one range read, the exact bytes.
+    const mid = ref.layers[1]!;
+    const r = await b.client.req('GET', `/v2/share/app/blobs/${sha256(mid)}`, { headers: { Range: 'bytes=1000-1999' } });
+    expect(r.status).toBe(206);
+    expect(r.headers['content-range']).toBe(`bytes 1000-1999/${mid.length}`);
+    expect(r.body.equals(mid.subarray(1000, 2000))).toBe(true);
+
+    // And the whole reference pulls from B, verified.
+    expect((await pullRef(b.client, 'share/app', 'main')).status).toBe('ok');
+    // What B read through it does not upload again (one HEAD each, then skip).
+    await drained(b);
+    expect(proxy.count('PUT', '/bc/blobs/')).toBe(0);
+  }, 90_000);
+
+  it('a store that returns flipped bytes: the read-through is refused, never committed, and other blobs keep being served', async () => {
+    const s3 = await startS3();
+    const proxy = await startS3Proxy(s3);
+    const a = await startTierDaemon(s3, { workers: 1 });
+    const b = await startTierDaemon(s3, { workers, endpoint: proxy.endpoint });
+    const ref = await pushRef(a.client, 'flip/app', 'main', randomLayers([2 * MiB, 300 * KiB]));
+    await drained(a);
+    const [bad, good] = ref.layers as [Buffer, Buffer];
+    proxy.flip(hex(sha256(bad)));
+    const got = await request('GET', `${b.url}/v2/flip/app/blobs/${sha256(bad)}`).catch((e: Error) => e);
+    // The response is cut before its last byte: the client never gets a complete, wrong blob.
+    if (!(got instanceof Error)) {
+      expect(got.status).toBe(200);
+      expect(got.body.length).toBeLessThan(bad.length);
+    }
+    await waitFor('the refusal in the log', () => b.logs().includes('does not match its digest'), 5_000);
+    const local = join(b.dataDir, 'blobs', 'sha256', hex(sha256(bad)).slice(0, 2), hex(sha256(bad)));
+    expect(existsSync(local)).toBe(false);
+    // Never served again by the daemon, through any worker, even once the store is sound: a clean 404 (or 503
+    // from a worker that still knew its size).
+    proxy.flip(undefined);
+    for (let i = 0; i < 4; i++) expect([404, 503]).toContain((await request('GET', `${b.url}/v2/flip/app/blobs/${sha256(bad)}`, { agent: new http.Agent() })).status);
+    // Another blob is read through fine.
+    const ok = await getBlob(b.client, 'flip/app', sha256(good));
+    expect(ok.status).toBe(200);
+    expect(ok.body.equals(good)).toBe(true);
+    expect((await tierOf(b)).readThroughFailures).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+const skopeoMissing = !haveTool('skopeo') && process.env.CI !== 'true';
+describe.skipIf(skopeoMissing)('skopeo through two daemons on one bucket', () => {
+  it('an image pushed to A with skopeo is pulled from B byte for byte', async () => {
+    requireTools({ skopeo: 'skopeo' });
+    const s3 = await startS3();
+    const a = await startTierDaemon(s3, { workers: 2 });
+    const b = await startTierDaemon(s3, { workers: 2 });
+    const ce = await containersEnv();
+    const work = await makeTempDir('buildcached-s3-skopeo-');
+    const img = await writeOciLayout(join(work, 'src'), { layerSizes: [3 * MiB + 5, 100_000], tag: 'v1', label: 's3' });
+    const skopeo = (args: string[]) => runOk('skopeo', ['--insecure-policy', '--registries.d', ce.registriesD, ...args], { env: ce.env, timeoutMs: 120_000 });
+    await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${img.dir}:v1`, `docker://${a.hostPort}/s3/skopeo:v1`]);
+    await drained(a);
+    const out = join(work, 'out');
+    await skopeo(['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${b.hostPort}/s3/skopeo:v1`, `oci:${out}:v1`]);
+    const got = await readOciLayout(out, 'v1');
+    expect(got.manifestBytes.equals(img.manifestBytes)).toBe(true);
+    for (const [digest] of img.blobs) {
+      expect(await hashFile(join(out, 'blobs', 'sha256', hex(digest)))).toBe(await hashFile(join(img.dir, 'blobs', 'sha256', hex(digest))));
+    }
+  }, 180_000);
 });
