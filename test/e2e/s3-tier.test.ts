@@ -215,3 +215,94 @@ describe.skipIf(skopeoMissing)('skopeo through two daemons on one bucket', () =>
     }
   }, 180_000);
 });
+
+describe.each([1, 2])('S3 outage with --workers %i', (workers) => {
+  it('the store stopped during pushes and pulls: no local request fails, status and /readyz say degraded, the queue drains after it returns', async () => {
+    const s3 = await startS3();
+    const d = await startTierDaemon(s3, { workers });
+    const reader = await startTierDaemon(s3, { workers: 1 });
+    const before = await pushRef(d.client, 'outage/app', 'before', randomLayers([200 * KiB]));
+    await drained(d);
+    await s3.stop();
+
+    const pushed: PushedRef[] = [];
+    let failures = 0;
+    const until = Date.now() + 6_000;
+    for (let i = 0; Date.now() < until; i++) {
+      try {
+        pushed.push(await pushRef(d.client, 'outage/app', `t${i}`, randomLayers([64 * KiB + i, 8 * KiB])));
+        if ((await pullRef(d.client, 'outage/app', 'before')).status !== 'ok') failures++;
+      } catch {
+        failures++;
+      }
+    }
+    expect(failures).toBe(0);
+    expect(pushed.length).toBeGreaterThan(3);
+    if (workers > 1) expect(servingPids(d, 'outage').size).toBe(2);
+
+    const t = await tierOf(d);
+    expect(t.backlog).toBeGreaterThan(0);
+    expect(t.failed).toBeGreaterThan(0);
+    expect(t.lastError).toMatch(/S3 (HEAD|PUT)/);
+    expect(t.degraded).toBe(true);
+    const ready = await request('GET', `${d.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(JSON.parse(ready.body.toString())).toMatchObject({ status: 'degraded' });
+
+    // A read-through during the outage is a clean answer, never a hang.
+    const started = Date.now();
+    const miss = await reader.client.getManifest('outage/app', 't0');
+    expect([404, 503]).toContain(miss.status);
+    const blobMiss = await getBlob(reader.client, 'outage/app', sha256(pushed[0]!.layers[0]!));
+    expect([404, 503]).toContain(blobMiss.status);
+    expect(Date.now() - started).toBeLessThan(15_000);
+
+    await s3.start();
+    await drained(d, 45_000);
+    for (const ref of [before, ...pushed]) await expectInBucket(s3, ref);
+    expect((await tierOf(d)).degraded).toBe(false);
+    expect(JSON.parse((await request('GET', `${d.url}/readyz`)).body.toString())).toMatchObject({ status: 'ready' });
+    // The other daemon sees it all now (its negative answers last seconds only).
+    await sleep(5_100);
+    expect((await pullRef(reader.client, 'outage/app', 't0')).status).toBe('ok');
+  }, 120_000);
+});
+
+describe('the write-back journal across kill -9', () => {
+  it('a full queue killed with -9 is resumed and drained after the restart', async () => {
+    const s3 = await startS3();
+    const first = await startTierDaemon(s3, { workers: 2 });
+    await s3.stop();
+    const refs: PushedRef[] = [];
+    for (let i = 0; i < 5; i++) refs.push(await pushRef(first.client, 'crash/app', `t${i}`, randomLayers([100 * KiB + i, 3 * KiB])));
+    expect((await tierOf(first)).backlog).toBeGreaterThanOrEqual(5 * 3);
+    const dataDir = first.dataDir;
+    await first.kill9();
+    await s3.start();
+    const second = await startTierDaemon(s3, { workers: 2, dataDir }, { retryWhileLockedMs: 30_000 });
+    await drained(second);
+    for (const ref of refs) await expectInBucket(s3, ref);
+  }, 120_000);
+});
+
+describe('start-up with a tier', () => {
+  it('stops with a message saying which: a bucket that does not exist, credentials refused', async () => {
+    const s3 = await startS3();
+    const configPath = await writeCacheConfig(await makeTempDir('buildcached-cfg-'), { maxBytes: '1GiB', pushGraceSeconds: 900 });
+    await appendFile(configPath, tierConfig(s3.endpoint, 'no-such-bucket'));
+    const missing = await runDaemonExpectingFailure({ args: ['--config', configPath], env: S3_ENV });
+    expect(missing.listened).toBe(false);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/tier\.s3\.bucket: bucket "no-such-bucket" does not exist/);
+
+    const good = await writeCacheConfig(await makeTempDir('buildcached-cfg-'), { maxBytes: '1GiB', pushGraceSeconds: 900 });
+    await appendFile(good, tierConfig(s3.endpoint, s3.bucket));
+    // s3rver checks the access key (not v4 signatures): an unknown one is refused with 403.
+    const secret = 'not-the-secret-0123456789';
+    const refused = await runDaemonExpectingFailure({ args: ['--config', good], env: { ...S3_ENV, AWS_ACCESS_KEY_ID: 'AKIDNOBODY', AWS_SECRET_ACCESS_KEY: secret } });
+    expect(refused.listened, refused.stdout + refused.stderr).toBe(false);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/credentials were refused for bucket "cache"/);
+    expect(refused.stderr + refused.stdout).not.toContain(secret);
+  }, 60_000);
+});
