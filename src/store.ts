@@ -79,7 +79,7 @@ export interface OpenedStore {
 }
 
 /** Opens the stores of a data directory (already locked by the caller) and builds the registry over them. */
-export async function openStore(config: Config, log: Logger): Promise<OpenedStore> {
+export async function openStore(config: Config, log: Logger, opts: { serving?: boolean } = {}): Promise<OpenedStore> {
   const root = resolve(config.storage.dir);
   await mkdir(root, { recursive: true });
   const table = new DigestTable();
@@ -102,7 +102,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   const members = await openMembership(config, layout, table, true);
   let tier: OwnerTier | undefined;
   try {
-    tier = await openOwnerTier(config, layout, blobs, repos, log);
+    tier = await openOwnerTier(config, layout, blobs, repos, log, opts.serving ?? true);
   } catch (e) {
     await recency.close();
     throw e;
@@ -151,6 +151,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     ledger,
     ...(tier ? { tier } : {}),
     startBackground() {
+      tier?.writeBack.start();
       every(5_000, () => recency.flush(), 'recency flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
       every(Math.min(config.storage.uploadIdleTimeout / 4, 30_000), async () => {

@@ -46,7 +46,7 @@ export class Admin implements AdminApi {
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
     private readonly evictor: Evictor,
-    private readonly tier?: { status(): TierStats; readonly degraded: boolean },
+    private readonly tier?: { status(): TierStats; readonly degraded: boolean; holds(digest: string): boolean },
   ) {}
 
   async status(): Promise<Status> {
@@ -86,6 +86,6 @@ export class Admin implements AdminApi {
 
   /** Re-hashes every blob and checks every manifest and tag; with `repair`, removes or quarantines what is wrong. */
   verify(repair: boolean): Promise<VerifyReport> {
-    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair);
+    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair, this.tier && ((d) => this.tier!.holds(d)));
   }
 }

@@ -116,6 +116,8 @@ export async function verifyStore(
   recency: Recency,
   evictor: Evictor,
   repair: boolean,
+  /** With a tier: blobs it holds are present, though not on this disk (their copies there are not re-hashed). */
+  inTier?: (digest: string) => boolean,
 ): Promise<VerifyReport> {
   const quarantine = join(layout.root, 'quarantine');
   const report: VerifyReport = { repair, checked: { blobs: 0, bytes: 0, manifests: 0, tags: 0 }, problems: [], quarantine };
@@ -135,7 +137,7 @@ export async function verifyStore(
     }
   }));
 
-  const absent = (d: string) => bad.has(d) || !blobs.has(d);
+  const absent = (d: string) => bad.has(d) || (!blobs.has(d) && !inTier?.(d));
   const incomplete: Problem[] = [];
   for (const [repo, m] of repos.allManifests()) {
     report.checked.manifests++;

@@ -39,6 +39,13 @@ export function formatStatus(s: Status): string {
     `references  ${s.references.length}`,
     `evicted     ${s.evictions.tags} tags, ${s.evictions.manifests} manifests, ${s.evictions.blobs} blobs, ${humanBytes(s.evictions.bytesReclaimed)} reclaimed in ${s.evictions.runs} runs since start`,
   ];
+  const t = s.tier;
+  if (t) {
+    lines.push(
+      `S3 tier     ${t.degraded ? 'DEGRADED' : 'ok'}: backlog ${t.backlog}, uploaded ${t.uploaded} (${humanBytes(t.uploadedBytes)}), ${t.failed} failed attempts, ${t.blobs} blobs known there, read through ${humanBytes(t.readThroughBytes)}`,
+      ...(t.lastError ? [`last error  ${t.lastErrorAt}: ${t.lastError}`] : []),
+    );
+  }
   return `${lines.join('\n')}\n\n${formatReferences(s.references)}`;
 }
 

@@ -24,13 +24,21 @@ export function readerTier(config: Config): S3Tier | undefined {
  * Opens the configured tier for the owner: checks that the bucket exists and takes these credentials (start-up
  * stops otherwise, saying which), then replays the write-back journal and starts uploading.
  */
-export async function openOwnerTier(config: Config, layout: Layout, blobs: BlobStore, repos: RepositoryStore, log: Logger): Promise<OwnerTier | undefined> {
+export async function openOwnerTier(
+  config: Config,
+  layout: Layout,
+  blobs: BlobStore,
+  repos: RepositoryStore,
+  log: Logger,
+  serving: boolean,
+): Promise<OwnerTier | undefined> {
   const s3 = config.tier?.s3;
   const tier = readerTier(config);
   if (!s3 || !tier) return undefined;
-  await tier.check();
+  // The CLI's own opening (no daemon runs) reads the journal only: it uploads nothing, so it needs no bucket.
+  if (serving) await tier.check();
   const writeBack = new WriteBack(tier, layout, blobs, repos, s3.uploadConcurrency, log);
   await writeBack.open();
-  log.info({ bucket: s3.bucket, prefix: s3.prefix, endpoint: s3.endpoint ?? null, backlog: writeBack.status().backlog }, 'S3 tier ready');
+  if (serving) log.info({ bucket: s3.bucket, prefix: s3.prefix, endpoint: s3.endpoint ?? null, backlog: writeBack.status().backlog }, 'S3 tier ready');
   return { tier, writeBack, directory: new OwnerDirectory(tier, writeBack) };
 }

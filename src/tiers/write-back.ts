@@ -55,6 +55,7 @@ export class WriteBack {
   private readonly again = new Set<string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
+  private started = false;
   private lastSuccessAt = 0;
   private lastErrorMs = 0;
   readonly stats: Omit<TierStats, 'backlog' | 'blobs'> = {
@@ -85,7 +86,7 @@ export class WriteBack {
 
   /**
    * Replays the journal, queues whatever the local store holds that the tier does not (a crash between a commit
-   * and its journal line, or a tier turned on for an existing store), compacts, and starts uploading.
+   * and its journal line, or a tier turned on for an existing store) and compacts; `start` sends it.
    */
   async open(): Promise<void> {
     const text = await readFile(this.path, 'utf8').catch((e: unknown) => {
@@ -101,7 +102,12 @@ export class WriteBack {
     for (const [repo, m] of this.repos.allManifests()) if (!s.manifests.has(`${repo} ${m.digest}`)) want({ kind: 'm', repo, digest: m.digest });
     for (const t of this.repos.allTags()) if (s.tags.get(`${t.repo} ${t.tag}`) !== t.digest) want({ kind: 't', repo: t.repo, tag: t.tag });
     await this.rewrite();
-    for (const item of s.pending.values()) this.schedule(item, 0);
+  }
+
+  /** Starts uploading what is pending (not for the CLI's own short-lived opening of the store). */
+  start(): void {
+    this.started = true;
+    for (const item of this.state.pending.values()) this.schedule(item, 0);
   }
 
   private async rewrite(): Promise<void> {
@@ -183,7 +189,7 @@ export class WriteBack {
 
   private schedule(item: Item, delayMs: number): void {
     const key = itemKey(item);
-    if (this.closed) return;
+    if (this.closed || !this.started) return;
     this.scheduled.add(key);
     const add = () => void this.queue.add(() => this.attempt(item));
     if (delayMs === 0) return add();

@@ -12,7 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { MiB } from '../helpers/content.js';
 import { cleanup, makeTempDir, runDaemonExpectingFailure, servingPids, sleep, type DaemonOptions } from '../helpers/daemon.js';
 import { request, sha256, type RegistryClient } from '../helpers/registry-client.js';
-import { KiB, pullRef, pushRef, randomLayers, startCache, status, waitFor, writeCacheConfig, type CacheDaemon, type PushedRef, type StatusJson } from '../helpers/cache-helpers.js';
+import { KiB, admin, pullRef, pushRef, randomLayers, startCache, status, waitFor, writeCacheConfig, type CacheDaemon, type PushedRef, type StatusJson } from '../helpers/cache-helpers.js';
 import { S3_ENV, startS3, startS3Proxy, tierConfig, type S3Server } from '../helpers/s3.js';
 import { hashFile, readOciLayout, writeOciLayout } from '../helpers/oci-image.js';
 import { containersEnv, runOk } from '../helpers/tools.js';
@@ -104,6 +104,9 @@ describe.each([1, 2])('S3 tier with --workers %i', (workers) => {
       expect(h.status).toBe(200);
       expect(h.headers['content-length']).toBe(String(l.length));
     }
+    // verify counts what the tier holds as present: nothing to repair.
+    const v = await admin<{ problems: unknown[] }>(d.url, 'POST', '/admin/v1/verify');
+    expect(v.problems).toEqual([]);
     // Read-through: byte for byte. Room for it comes from offloading b's blobs once they are uploaded.
     await drained(d);
     await sleep(1100);
