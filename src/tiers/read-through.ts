@@ -7,6 +7,7 @@ import { digestOf, tryParseDigest, type Digest } from '../core/digest.js';
 import type { Logger } from '../observability/logger.js';
 import type { BlobReader, BlobStore } from '../storage/blob-store.js';
 import { toRecord, type ManifestRecordData, type RepositoryStore } from '../storage/repository-store.js';
+import { writable } from '../storage/send-file.js';
 import type { Reference } from '../registry/names.js';
 import { TierUnavailable, tierKeys, type Tier } from './tier.js';
 
@@ -59,16 +60,6 @@ class Landing {
   changed(): Promise<void> {
     return new Promise((r) => this.waiters.push(r));
   }
-}
-
-function writable(dest: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      dest.off('drain', done).off('close', done).off('error', done);
-      resolve();
-    };
-    dest.on('drain', done).on('close', done).on('error', done);
-  });
 }
 
 async function readAll(body: Readable, limit: number): Promise<Buffer> {
