@@ -28,6 +28,8 @@ export type AdminOp =
   | { op: 'tier-size'; digest: string }
   /** Who fetches `digest` from the tier: answered 'lead', or once the fetch that leads is done or failed. */
   | { op: 'tier-claim'; digest: string }
+  /** Whether a tag or manifest may be imported from the tier (no client's delete of it still on its way). */
+  | { op: 'tier-importable'; repo: string; ref: { tag: string } | { digest: string } }
   /** Why the daemon is degraded (the tier unreachable), or null. */
   | { op: 'tier-ready' };
 

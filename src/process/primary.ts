@@ -148,6 +148,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           answer = store.tier ? store.tier.directory.blobSize(call.digest) : Promise.resolve(undefined);
         } else if (call.op === 'tier-claim') {
           answer = store.tier ? store.tier.directory.claim(call.digest, holder) : Promise.resolve('failed');
+        } else if (call.op === 'tier-importable') {
+          answer = store.tier ? store.tier.directory.importable(call.repo, call.ref) : Promise.resolve(false);
         } else if (call.op === 'tier-ready') {
           answer = Promise.resolve(tierDegraded(store) ?? null);
         } else {

@@ -140,6 +140,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     },
     claim: async (digest) => (await channel.call<'lead' | 'done' | 'failed'>({ op: 'tier-claim', digest })).value,
     settle: (digest, ok, corrupt) => send({ kind: 'tier-settle', digest, ok, ...(corrupt ? { corrupt } : {}) }),
+    importable: async (repo, ref) => (await channel.call<boolean>({ op: 'tier-importable', repo, ref })).value,
     readThrough: (bytes, ok) => hooks.tierRead(bytes, ok),
   };
   const { registry, blobs, repos } = await openWorkerStores(config, log, hooks, gate, directory);

@@ -72,6 +72,10 @@ export class OwnerDirectory implements TierDirectory {
     for (const [digest, f] of [...this.fetches]) if (f.holder === holder) this.settle(digest, false);
   }
 
+  async importable(repo: string, ref: { tag: string } | { digest: string }): Promise<boolean> {
+    return !this.writeBack.deleting(repo, ref);
+  }
+
   readThrough(bytes: number, ok: boolean): void {
     if (ok) this.writeBack.stats.readThroughBytes += bytes;
     else this.writeBack.stats.readThroughFailures++;

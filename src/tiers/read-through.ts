@@ -22,6 +22,9 @@ export interface TierDirectory {
   claim(digest: string): Promise<'lead' | 'done' | 'failed'>;
   /** `corrupt`: the tier's bytes did not match the digest; nobody in the daemon reads them through again. */
   settle(digest: string, ok: boolean, corrupt?: boolean): void;
+  /** False while a client's delete of this tag or manifest has not reached the tier yet: importing it back from
+   *  the tier would undo the delete. */
+  importable(repo: string, ref: { tag: string } | { digest: string }): Promise<boolean>;
   /** Counts bytes read through (for status and metrics). */
   readThrough(bytes: number, ok: boolean): void;
 }
@@ -253,6 +256,7 @@ export class TierView implements TierAccess {
     const what = ref.kind === 'tag' ? `t ${name} ${ref.tag}` : `m ${name} ${ref.digest.value}`;
     if (this.misses.has(what)) return false;
     try {
+      if (!(await this.directory.importable(name, ref.kind === 'tag' ? { tag: ref.tag } : { digest: ref.digest.value }))) return false;
       const found = await this.fetchManifest(name, ref);
       if (!found) this.misses.set(what, true);
       return found;

@@ -168,6 +168,11 @@ export class WriteBack {
     return this.state.blobs.get(digest);
   }
 
+  /** Whether a client's delete of this tag or manifest is still on its way to the tier. */
+  deleting(repo: string, ref: { tag: string } | { digest: string }): boolean {
+    return this.state.pending.has('tag' in ref ? `x ${repo} ${ref.tag}` : `y ${repo} ${ref.digest}`);
+  }
+
   /** Whether the tier holds every byte of `digest` (uploaded and confirmed), so it may leave the local disk. */
   holds(digest: string): boolean {
     return this.state.blobs.has(digest) && !this.state.pending.has(`b ${digest}`);

@@ -80,6 +80,15 @@ describe.each([1, 2])('S3 tier with --workers %i', (workers) => {
     expect(t.uploaded).toBeGreaterThanOrEqual(ref.blobs.size + 3);
     expect(JSON.stringify(t)).not.toMatch(/S3RVER/); // no credential ever shows
     if (workers > 1) expect(servingPids(d, 'wb').size).toBe(2);
+
+    // A client's delete reaches the bucket, and the bucket never brings the tag back meanwhile.
+    expect((await d.client.req('DELETE', `/v2/wb/app/manifests/main`)).status).toBe(202);
+    expect((await d.client.getManifest('wb/app', 'main')).status).toBe(404);
+    await drained(d);
+    expect(await s3.getObject(`bc/repositories/wb/app/_tags/main`)).toBeUndefined();
+    expect((await d.client.getManifest('wb/app', 'main')).status).toBe(404);
+    // The manifest itself is still there by digest.
+    expect((await d.client.getManifest('wb/app', ref.digest)).status).toBe(200);
   }, 60_000);
 
   it('evict to S3: uploaded blobs leave the disk, the reference stays live, and read-through brings them back byte-exact', async () => {
