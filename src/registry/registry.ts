@@ -261,6 +261,8 @@ export class Registry {
     const reader = (await this.blobs.openReader(d)) ?? this.tier?.openBlob(d, record.size);
     if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${record.digest} content is missing`, { name });
     await reader.ready?.();
+    // The layer GETs that follow a manifest's find the blobs local sooner.
+    if (this.tier) this.tier.warm([...record.references].filter((r) => !this.blobs.has(r)));
     return { record, reader };
   }
 

@@ -2,6 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LRUCache } from 'lru-cache';
+import PQueue from 'p-queue';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestOf, tryParseDigest, type Digest } from '../core/digest.js';
 import type { Logger } from '../observability/logger.js';
@@ -35,12 +36,18 @@ export interface TierAccess {
   openBlob(d: Digest, size: number): BlobReader;
   /** Brings a manifest (and a tag pointing at it) that the bucket has into the local store; false if it has none. */
   importManifest(name: string, ref: Reference): Promise<boolean>;
+  /** Starts bringing blobs the tier holds onto the local disk in the background (a manifest was fetched: its
+   *  layer GETs follow). */
+  warm(digests: string[]): void;
 }
 
 /** Largest manifest record read from a tier (a record lists every reference: a big mode=max index has thousands). */
 const MAX_RECORD_BYTES = 32 * 1024 * 1024;
 /** A tag or manifest the bucket lacks is asked for again after this (another daemon may push it meanwhile). */
 const MISS_TTL_MS = 5_000;
+/** Background fetches after a manifest GET, at once and queued at most. */
+const WARM_CONCURRENCY = 2;
+const WARM_QUEUE_MAX = 1_000;
 
 /** One blob landing on the local disk from the tier, followed by every reader of it in this process. */
 class Landing {
@@ -91,6 +98,8 @@ const unavailable = (e: unknown) =>
 export class TierView implements TierAccess {
   private readonly landings = new Map<string, Landing>();
   private readonly misses = new LRUCache<string, true>({ max: 10_000, ttl: MISS_TTL_MS });
+  private readonly warming = new PQueue({ concurrency: WARM_CONCURRENCY });
+  private readonly warmQueued = new Set<string>();
 
   constructor(
     private readonly tier: Tier,
@@ -133,6 +142,28 @@ export class TierView implements TierAccess {
         ranged?.destroy();
       },
     };
+  }
+
+  warm(digests: string[]): void {
+    for (const digest of digests) {
+      if (this.warmQueued.has(digest) || this.landings.has(digest) || this.blobs.has(digest)) continue;
+      if (this.warmQueued.size >= WARM_QUEUE_MAX) return;
+      const d = tryParseDigest(digest);
+      if (!d) continue;
+      this.warmQueued.add(digest);
+      void this.warming.add(async () => {
+        try {
+          const size = this.blobs.has(digest) ? undefined : await this.blobSize(digest);
+          if (size === undefined) return;
+          const landing = await this.land(d, size);
+          while (landing !== 'local' && landing.state === 'running') await landing.changed();
+        } catch {
+          // Logged by the landing; a client's own GET tries again.
+        } finally {
+          this.warmQueued.delete(digest);
+        }
+      });
+    }
   }
 
   /** Joins this process's landing of `d`, or starts one (or learns that another process landed it). */

@@ -141,11 +141,13 @@ describe.each([1, 2])('several daemons on one bucket, reader with --workers %i',
     const ref = await pushRef(a.client, 'share/app', 'main', randomLayers([4 * MiB + 3, 700 * KiB, 64 * KiB]));
     await drained(a);
 
-    // The tag and manifest: a miss on B consults the bucket.
-    const m = await b.client.getManifest('share/app', 'main');
-    expect(m.status).toBe(200);
-    expect(m.body.equals(ref.manifest)).toBe(true);
-    expect(m.headers['docker-content-digest']).toBe(ref.digest);
+    // A Range of a blob B lacks: a range read from the bucket, the exact bytes.
+    const mid = ref.layers[1]!;
+    const r = await b.client.req('GET', `/v2/share/app/blobs/${sha256(mid)}`, { headers: { Range: 'bytes=1000-1999' } });
+    expect(r.status).toBe(206);
+    expect(r.headers['content-range']).toBe(`bytes 1000-1999/${mid.length}`);
+    expect(r.body.equals(mid.subarray(1000, 2000))).toBe(true);
+    expect(proxy.count('GET', `/bc/blobs/sha256/${hex(sha256(mid))}`)).toBe(1);
 
     // 20 clients at once, each on its own connection, for a blob B has never seen.
     const big = ref.layers[0]!;
@@ -161,12 +163,11 @@ describe.each([1, 2])('several daemons on one bucket, reader with --workers %i',
     expect((await getBlob(b.client, 'share/app', sha256(big))).body.equals(big)).toBe(true);
     expect(proxy.count('GET', key)).toBe(1);
 
-    // A Range of a blob B lacks: one range read, the exact bytes.
-    const mid = ref.layers[1]!;
-    const r = await b.client.req('GET', `/v2/share/app/blobs/${sha256(mid)}`, { headers: { Range: 'bytes=1000-1999' } });
-    expect(r.status).toBe(206);
-    expect(r.headers['content-range']).toBe(`bytes 1000-1999/${mid.length}`);
-    expect(r.body.equals(mid.subarray(1000, 2000))).toBe(true);
+    // The tag and manifest: a miss on B consults the bucket.
+    const m = await b.client.getManifest('share/app', 'main');
+    expect(m.status).toBe(200);
+    expect(m.body.equals(ref.manifest)).toBe(true);
+    expect(m.headers['docker-content-digest']).toBe(ref.digest);
 
     // And the whole reference pulls from B, verified.
     expect((await pullRef(b.client, 'share/app', 'main')).status).toBe('ok');
@@ -174,6 +175,24 @@ describe.each([1, 2])('several daemons on one bucket, reader with --workers %i',
     await drained(b);
     expect(proxy.count('PUT', '/bc/blobs/')).toBe(0);
   }, 90_000);
+
+  it('warm on manifest: a GET of a manifest whose blobs are only in the bucket fetches them in the background', async () => {
+    const s3 = await startS3();
+    const proxy = await startS3Proxy(s3);
+    const a = await startTierDaemon(s3, { workers: 1 });
+    const b = await startTierDaemon(s3, { workers, endpoint: proxy.endpoint });
+    const ref = await pushRef(a.client, 'warm/app', 'main', randomLayers([3 * MiB, 1 * MiB, 500 * KiB]));
+    await drained(a);
+    expect((await b.client.getManifest('warm/app', 'main')).status).toBe(200);
+    const local = (data: Buffer) => join(b.dataDir, 'blobs', 'sha256', hex(sha256(data)).slice(0, 2), hex(sha256(data)));
+    // No blob GET from any client yet: the daemon fetches them itself.
+    await waitFor('every blob of the manifest on B\'s disk', () => [...ref.blobs.values()].every((data) => existsSync(local(data))), 15_000, 50);
+    for (const [digest, data] of ref.blobs) {
+      const got = await getBlob(b.client, 'warm/app', digest);
+      expect(got.body.equals(data)).toBe(true);
+      expect(proxy.count('GET', `/bc/blobs/sha256/${hex(digest)}`)).toBe(1);
+    }
+  }, 60_000);
 
   it('a store that returns flipped bytes: the read-through is refused, never committed, and other blobs keep being served', async () => {
     const s3 = await startS3();
