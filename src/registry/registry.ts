@@ -278,14 +278,17 @@ export class Registry {
     }
   }
 
-  tags(name: string, n: number | undefined, last: string | undefined): Page {
-    const tags = this.repos.tags(name);
-    if (!tags) throw new OciError('NAME_UNKNOWN', `repository ${name} is unknown`, { name });
-    return paginate(tags, n, last);
+  /** With a tier, what it has too: another daemon's pushes are readable here (a GET imports them). */
+  async tags(name: string, n: number | undefined, last: string | undefined): Promise<Page> {
+    const local = this.repos.tags(name);
+    const remote = this.tier ? await this.tier.tags(name) : [];
+    if (!local && remote.length === 0) throw new OciError('NAME_UNKNOWN', `repository ${name} is unknown`, { name });
+    return paginate(sortedUnion(local ?? [], remote), n, last);
   }
 
-  catalog(n: number | undefined, last: string | undefined): Page {
-    return paginate(this.repos.repositories(), n, last);
+  async catalog(n: number | undefined, last: string | undefined): Promise<Page> {
+    const remote = this.tier ? await this.tier.repositories() : [];
+    return paginate(sortedUnion(this.repos.repositories(), remote), n, last);
   }
 
   /** OCI 1.1 referrers: an image index of the manifests in `name` whose subject is `subject`. */
@@ -302,6 +305,10 @@ export class Registry {
       }));
     return { schemaVersion: 2, mediaType: OCI_INDEX, manifests };
   }
+}
+
+function sortedUnion(a: string[], b: string[]): string[] {
+  return b.length === 0 ? a : [...new Set([...a, ...b])].sort();
 }
 
 /** Sorted-list pagination: items after `last`, at most `n` of them. */

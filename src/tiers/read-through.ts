@@ -39,6 +39,9 @@ export interface TierAccess {
   /** Starts bringing blobs the tier holds onto the local disk in the background (a manifest was fetched: its
    *  layer GETs follow). */
   warm(digests: string[]): void;
+  /** Tags of `name` the tier has; repositories the tier has (empty when it cannot be reached). */
+  tags(name: string): Promise<string[]>;
+  repositories(): Promise<string[]>;
 }
 
 /** Largest manifest record read from a tier (a record lists every reference: a big mode=max index has thousands). */
@@ -98,6 +101,8 @@ const unavailable = (e: unknown) =>
 export class TierView implements TierAccess {
   private readonly landings = new Map<string, Landing>();
   private readonly misses = new LRUCache<string, true>({ max: 10_000, ttl: MISS_TTL_MS });
+  /** Listings of the bucket, reused for a few seconds: tags/list and _catalog must not list the bucket each time. */
+  private readonly listings = new LRUCache<string, Promise<string[]>>({ max: 1_000, ttl: MISS_TTL_MS });
   private readonly warming = new PQueue({ concurrency: WARM_CONCURRENCY });
   private readonly warmQueued = new Set<string>();
 
@@ -164,6 +169,39 @@ export class TierView implements TierAccess {
         }
       });
     }
+  }
+
+  tags(name: string): Promise<string[]> {
+    const prefix = tierKeys.tag(name, '');
+    return this.listing(prefix, (key) => {
+      const tag = key.slice(prefix.length);
+      return tag && !tag.includes('/') ? tag : undefined;
+    });
+  }
+
+  repositories(): Promise<string[]> {
+    // A repository is in the tier once one of its manifest records is.
+    return this.listing('repositories/', (key) => /^repositories\/(.+)\/_manifests\/[^/]+\/[^/]+\.json$/.exec(key)?.[1]);
+  }
+
+  private listing(prefix: string, pick: (key: string) => string | undefined): Promise<string[]> {
+    let listed = this.listings.get(prefix);
+    if (!listed) {
+      listed = (async () => {
+        const out = new Set<string>();
+        for await (const key of this.tier.list(prefix)) {
+          const v = pick(key);
+          if (v !== undefined) out.add(v);
+        }
+        return [...out];
+      })().catch((e: unknown) => {
+        this.log.warn({ err: (e as Error).message }, 'listing the tier failed: answering with the local store only');
+        this.listings.delete(prefix);
+        return [];
+      });
+      this.listings.set(prefix, listed);
+    }
+    return listed;
   }
 
   /** Joins this process's landing of `d`, or starts one (or learns that another process landed it). */

@@ -176,13 +176,19 @@ describe.each([1, 2])('several daemons on one bucket, reader with --workers %i',
     expect(proxy.count('PUT', '/bc/blobs/')).toBe(0);
   }, 90_000);
 
-  it('warm on manifest: a GET of a manifest whose blobs are only in the bucket fetches them in the background', async () => {
+  it('tags/list and _catalog include the bucket; warm on manifest: a GET of a manifest whose blobs are only in the bucket fetches them in the background', async () => {
     const s3 = await startS3();
     const proxy = await startS3Proxy(s3);
     const a = await startTierDaemon(s3, { workers: 1 });
     const b = await startTierDaemon(s3, { workers, endpoint: proxy.endpoint });
     const ref = await pushRef(a.client, 'warm/app', 'main', randomLayers([3 * MiB, 1 * MiB, 500 * KiB]));
     await drained(a);
+    // B has nothing of it yet, but lists what the bucket has.
+    const tags = await b.client.req('GET', '/v2/warm/app/tags/list');
+    expect(tags.status).toBe(200);
+    expect(JSON.parse(tags.body.toString())).toEqual({ name: 'warm/app', tags: ['main'] });
+    const catalog = await b.client.req('GET', '/v2/_catalog');
+    expect(JSON.parse(catalog.body.toString())).toEqual({ repositories: ['warm/app'] });
     expect((await b.client.getManifest('warm/app', 'main')).status).toBe(200);
     const local = (data: Buffer) => join(b.dataDir, 'blobs', 'sha256', hex(sha256(data)).slice(0, 2), hex(sha256(data)));
     // No blob GET from any client yet: the daemon fetches them itself.
