@@ -18,6 +18,8 @@ import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 import { openOwnerTier, readerTier, type OwnerTier } from './tiers/setup.js';
 import { TierView, type TierDirectory } from './tiers/read-through.js';
+import { tierKeys } from './tiers/tier.js';
+import { parseDigest } from './core/digest.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -147,7 +149,21 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
     recency,
     evictor,
     cache,
-    admin: new Admin(layout, blobs, repos, recency, evictor, tier?.writeBack),
+    admin: new Admin(
+      layout,
+      blobs,
+      repos,
+      recency,
+      evictor,
+      tier && {
+        status: () => tier.writeBack.status(),
+        degraded: () => tier.writeBack.degraded,
+        // For verify: a bucket that cannot answer counts as holding it, so that an outage never has references
+        // repaired away.
+        present: async (d) =>
+          tier.writeBack.blobSize(d) !== undefined || tier.tier.head(tierKeys.blob(parseDigest(d))).then((size) => size !== undefined, () => true),
+      },
+    ),
     ledger,
     ...(tier ? { tier } : {}),
     startBackground() {

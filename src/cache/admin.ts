@@ -46,7 +46,7 @@ export class Admin implements AdminApi {
     private readonly repos: RepositoryStore,
     private readonly recency: Recency,
     private readonly evictor: Evictor,
-    private readonly tier?: { status(): TierStats; readonly degraded: boolean; holds(digest: string): boolean },
+    private readonly tier?: { status(): TierStats; degraded(): boolean; present(digest: string): Promise<boolean> },
   ) {}
 
   async status(): Promise<Status> {
@@ -63,7 +63,7 @@ export class Admin implements AdminApi {
       blobCount: this.blobs.count,
       references: await this.du(),
       evictions: this.evictor.totals,
-      ...(this.tier ? { tier: { ...this.tier.status(), degraded: this.tier.degraded } } : {}),
+      ...(this.tier ? { tier: { ...this.tier.status(), degraded: this.tier.degraded() } } : {}),
     };
   }
 
@@ -86,6 +86,6 @@ export class Admin implements AdminApi {
 
   /** Re-hashes every blob and checks every manifest and tag; with `repair`, removes or quarantines what is wrong. */
   verify(repair: boolean): Promise<VerifyReport> {
-    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair, this.tier && ((d) => this.tier!.holds(d)));
+    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair, this.tier && ((d) => this.tier!.present(d)));
   }
 }

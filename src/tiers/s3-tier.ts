@@ -119,7 +119,8 @@ export class S3Tier implements Tier {
       }
       const upload = new Upload({
         client: this.client,
-        params: { Bucket: this.config.bucket, Key, Body: body() },
+        // The length, given: from a file stream lib-storage would read it as end − start, which is open-ended.
+        params: { Bucket: this.config.bucket, Key, Body: body(), ContentLength: size },
         partSize: this.config.partSize,
         queueSize: 2,
         leavePartsOnError: false,

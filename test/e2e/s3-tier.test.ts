@@ -31,6 +31,8 @@ interface TierDaemonOptions {
   dataDir?: string;
   /** Where the daemon finds the store: the server itself, or a proxy in front of it. */
   endpoint?: string;
+  /** More `tier.s3` keys, as YAML lines. */
+  s3Yaml?: string;
 }
 
 async function startTierDaemon(s3: S3Server, o: TierDaemonOptions, extra: DaemonOptions = {}): Promise<CacheDaemon> {
@@ -39,7 +41,7 @@ async function startTierDaemon(s3: S3Server, o: TierDaemonOptions, extra: Daemon
     pushGraceSeconds: o.pushGraceSeconds ?? 900,
     workers: o.workers,
   });
-  await appendFile(configPath, tierConfig(o.endpoint ?? s3.endpoint, s3.bucket));
+  await appendFile(configPath, tierConfig(o.endpoint ?? s3.endpoint, s3.bucket, o.s3Yaml));
   return startCache({ maxBytes: 0, pushGraceSeconds: 0, configPath, ...(o.dataDir ? { dataDir: o.dataDir } : {}) }, { ...extra, env: { ...S3_ENV, ...extra.env } });
 }
 
@@ -69,10 +71,10 @@ async function getBlob(c: RegistryClient, repo: string, digest: string): Promise
 }
 
 describe.each([1, 2])('S3 tier with --workers %i', (workers) => {
-  it('write-back: a push is answered locally, then lands in the bucket byte for byte', async () => {
+  it('write-back: a push is answered locally, then lands in the bucket byte for byte (multipart past partSize)', async () => {
     const s3 = await startS3();
-    const d = await startTierDaemon(s3, { workers });
-    const ref = await pushRef(d.client, 'wb/app', 'main', randomLayers([300 * KiB, 2 * MiB + 17]));
+    const d = await startTierDaemon(s3, { workers, s3Yaml: '    partSize: 5MiB\n' });
+    const ref = await pushRef(d.client, 'wb/app', 'main', randomLayers([300 * KiB, 2 * MiB + 17, 12 * MiB + 5]));
     await drained(d);
     await expectInBucket(s3, ref);
     const t = await tierOf(d);
