@@ -138,6 +138,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
       if (size !== undefined) tierSizes.set(digest, size);
       return size;
     },
+    knownSize: (digest) => tierSizes.get(digest),
     claim: async (digest) => (await channel.call<'lead' | 'done' | 'failed'>({ op: 'tier-claim', digest })).value,
     settle: (digest, ok, corrupt) => send({ kind: 'tier-settle', digest, ok, ...(corrupt ? { corrupt } : {}) }),
     importable: async (repo, ref) => (await channel.call<boolean>({ op: 'tier-importable', repo, ref })).value,

@@ -68,8 +68,11 @@ export class Registry {
     private readonly tier?: TierAccess,
   ) {}
 
-  /** A blob's size: on the local disk, or else in the tier. */
+  /** A blob's size: on the local disk, or else in the tier. What memory knows first — the local index, then the
+   *  tier's (sizes never change under a digest) — so that a HEAD of a blob in the tier touches neither disk nor S3. */
   private async blobSize(d: Digest): Promise<number | undefined> {
+    const known = this.blobs.size(d.value) ?? this.tier?.knownSize(d.value);
+    if (known !== undefined) return known;
     return (await this.blobs.locate(d)) ?? (await this.tier?.blobSize(d.value));
   }
 

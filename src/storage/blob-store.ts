@@ -28,6 +28,8 @@ export interface BlobReader {
 export interface WriteWatch {
   opened(path: string): void;
   written(total: number): void;
+  /** Every byte is written and hashed to the expected digest (the fsync and the commit are still to come). */
+  verified(): void;
 }
 
 /**
@@ -306,6 +308,7 @@ export class BlobStore {
             actual: actual.value,
           });
         }
+        watch?.verified();
       });
       await this.commit(tmp, expected, size);
       return size;

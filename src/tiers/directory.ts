@@ -27,12 +27,17 @@ export class OwnerDirectory implements TierDirectory {
     private readonly writeBack: WriteBack,
   ) {}
 
+  knownSize(digest: string): number | undefined {
+    if (this.corrupt.has(digest)) return undefined;
+    const size = this.writeBack.blobSize(digest) ?? this.exists.get(digest);
+    return size !== undefined && size >= 0 ? size : undefined;
+  }
+
   async blobSize(digest: string): Promise<number | undefined> {
     if (this.corrupt.has(digest)) return undefined;
-    const known = this.writeBack.blobSize(digest);
+    const known = this.knownSize(digest);
     if (known !== undefined) return known;
-    const cached = this.exists.get(digest);
-    if (cached !== undefined) return cached >= 0 ? cached : undefined;
+    if (this.exists.has(digest)) return undefined; // known absent, for a few seconds
     let head = this.heads.get(digest);
     if (!head) {
       head = this.tier.head(tierKeys.blob(parseDigest(digest))).then(

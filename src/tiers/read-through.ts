@@ -19,6 +19,8 @@ import { TierUnavailable, tierKeys, type Tier } from './tier.js';
  */
 export interface TierDirectory {
   blobSize(digest: string): Promise<number | undefined>;
+  /** What `blobSize` would answer, when it can without a request or a message (HEAD is answered from memory). */
+  knownSize(digest: string): number | undefined;
   /** 'lead': fetch it and `settle`; 'done': another fetch committed it locally; 'failed': that fetch failed. */
   claim(digest: string): Promise<'lead' | 'done' | 'failed'>;
   /** `corrupt`: the tier's bytes did not match the digest; nobody in the daemon reads them through again. */
@@ -33,6 +35,7 @@ export interface TierDirectory {
 /** What a registry needs from the tier: sizes, readers for blobs not on the local disk, and manifests it lacks. */
 export interface TierAccess {
   blobSize(digest: string): Promise<number | undefined>;
+  knownSize(digest: string): number | undefined;
   openBlob(d: Digest, size: number): BlobReader;
   /** Brings a manifest (and a tag pointing at it) that the bucket has into the local store; false if it has none. */
   importManifest(name: string, ref: Reference): Promise<boolean>;
@@ -57,6 +60,8 @@ class Landing {
   path: string | undefined;
   written = 0;
   state: 'running' | 'done' | 'failed' = 'running';
+  /** The bytes hashed to the digest: readers may send the last byte (the local commit may still be under way). */
+  verified = false;
   error: Error | undefined;
   /** Another process landed it: read the local file. */
   local = false;
@@ -117,6 +122,10 @@ export class TierView implements TierAccess {
 
   async blobSize(digest: string): Promise<number | undefined> {
     return this.directory.blobSize(digest);
+  }
+
+  knownSize(digest: string): number | undefined {
+    return this.directory.knownSize(digest);
   }
 
   openBlob(d: Digest, size: number): BlobReader {
@@ -256,6 +265,10 @@ export class TierView implements TierAccess {
         landing.written = total;
         landing.notify();
       },
+      verified: () => {
+        landing.verified = true;
+        landing.notify();
+      },
     };
     void this.blobs.write(body, d, size, watch).then(
       () => {
@@ -282,7 +295,7 @@ export class TierView implements TierAccess {
     return landing;
   }
 
-  /** Streams a landing file to `dest` as it grows; the final byte only once the blob is verified and committed. */
+  /** Streams a landing file to `dest` as it grows; the final byte only once the blob hashed to its digest. */
   private async follow(landing: Landing, d: Digest, size: number, dest: Writable): Promise<void> {
     while (landing.path === undefined && landing.state === 'running') await landing.changed();
     if (landing.state === 'failed') return void dest.destroy(landing.error ?? new Error('read-through failed'));
@@ -304,7 +317,7 @@ export class TierView implements TierAccess {
       for (;;) {
         if (dest.destroyed) return;
         if (landing.failed) return void dest.destroy(landing.error ?? new Error('read-through failed'));
-        const limit = landing.state === 'done' ? size : Math.min(landing.written, size - 1);
+        const limit = landing.state === 'done' || landing.verified ? size : Math.min(landing.written, size - 1);
         if (pos >= size) return void dest.end();
         if (pos >= limit) {
           await landing.changed();
