@@ -122,7 +122,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
     );
   }
   const cache = new CacheTracker(blobs, recency, evictor, tier && ((d) => tier.directory.blobSize(d)));
-  const view = tier && new TierView(tier.tier, tier.directory, blobs, repos, config.registry.maxManifestBytes, log);
+  const view = tier && new TierView(tier.tier, tier.directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members, view);
   log.info(
     {
@@ -201,7 +201,7 @@ export async function openWorkerStores(
   await repos.open();
   const members = await openMembership(config, layout, table, false);
   const tier = readerTier(config);
-  const view = tier && new TierView(tier, directory, blobs, repos, config.registry.maxManifestBytes, log);
+  const view = tier && new TierView(tier, directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members, view);
   return { registry, blobs, repos };
 }

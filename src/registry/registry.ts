@@ -249,6 +249,7 @@ export class Registry {
       throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
     }
     this.cache.manifestUsed(name, record.digest, ref.kind === 'tag' ? ref.tag : undefined);
+    if (ref.kind === 'tag') this.tier?.tagServed(name, ref.tag, record.digest);
     return record;
   }
 

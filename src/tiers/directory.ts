@@ -78,7 +78,7 @@ export class OwnerDirectory implements TierDirectory {
   }
 
   async importable(repo: string, ref: { tag: string } | { digest: string }): Promise<boolean> {
-    return !this.writeBack.deleting(repo, ref);
+    return !this.writeBack.unsettled(repo, ref);
   }
 
   readThrough(bytes: number, ok: boolean): void {

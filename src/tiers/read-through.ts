@@ -25,8 +25,8 @@ export interface TierDirectory {
   claim(digest: string): Promise<'lead' | 'done' | 'failed'>;
   /** `corrupt`: the tier's bytes did not match the digest; nobody in the daemon reads them through again. */
   settle(digest: string, ok: boolean, corrupt?: boolean): void;
-  /** False while a client's delete of this tag or manifest has not reached the tier yet: importing it back from
-   *  the tier would undo the delete. */
+  /** False while a client's delete of this tag or manifest, or this daemon's own push of the tag, has not
+   *  reached the tier yet: importing from the tier would undo it. */
   importable(repo: string, ref: { tag: string } | { digest: string }): Promise<boolean>;
   /** Counts bytes read through (for status and metrics). */
   readThrough(bytes: number, ok: boolean): void;
@@ -39,6 +39,9 @@ export interface TierAccess {
   openBlob(d: Digest, size: number): BlobReader;
   /** Brings a manifest (and a tag pointing at it) that the bucket has into the local store; false if it has none. */
   importManifest(name: string, ref: Reference): Promise<boolean>;
+  /** A tag was served from the local store: at most once per `tagStaleness`, look in the bucket (in the background,
+   *  never delaying or failing the answer) whether another daemon pushed it since, and take that push if so. */
+  tagServed(name: string, tag: string, digest: string): void;
   /** Starts bringing blobs the tier holds onto the local disk in the background (a manifest was fetched: its
    *  layer GETs follow). */
   warm(digests: string[]): void;
@@ -118,7 +121,33 @@ export class TierView implements TierAccess {
     private readonly repos: RepositoryStore,
     private readonly maxManifestBytes: number,
     private readonly log: Logger,
-  ) {}
+    tagStalenessMs: number,
+  ) {
+    this.looked = new LRUCache<string, true>({ max: 100_000, ttl: Math.max(1, tagStalenessMs) });
+  }
+
+  /** Tags looked up in the bucket within the last `tagStaleness`. */
+  private readonly looked: LRUCache<string, true>;
+
+  tagServed(name: string, tag: string, digest: string): void {
+    const key = `${name} ${tag}`;
+    if (this.looked.has(key)) return;
+    this.looked.set(key, true);
+    void this.refreshTag(name, tag, digest).catch((e: unknown) =>
+      this.log.debug({ repo: name, tag, err: (e as Error).message }, 'tag refresh from the tier failed'),
+    );
+  }
+
+  private async refreshTag(name: string, tag: string, digest: string): Promise<void> {
+    const got = await this.tier.get(tierKeys.tag(name, tag));
+    if (!got) return;
+    const there = (await readAll(got.body, 1024)).toString('utf8').trim();
+    if (there === digest || !tryParseDigest(there)) return;
+    // Our own push of it still on its way up: the bucket is the older one.
+    if (!(await this.directory.importable(name, { tag }))) return;
+    if (this.repos.resolveTag(name, tag) !== digest) return; // changed here meanwhile
+    if (await this.fetchManifest(name, { kind: 'tag', tag })) this.log.info({ repo: name, tag, from: digest, to: there }, 'tag taken from the tier: pushed since by another daemon');
+  }
 
   async blobSize(digest: string): Promise<number | undefined> {
     return this.directory.blobSize(digest);
@@ -306,7 +335,8 @@ export class TierView implements TierAccess {
       if (errnoCode(e) !== 'ENOENT') throw e;
     }
     if (!fh) {
-      // Already committed (renamed) or already failed (removed).
+      // Moved into the blob store (its commit may still be finishing) or removed by a failure: wait for which.
+      while (landing.state === 'running') await landing.changed();
       if (landing.state !== 'done') return void dest.destroy(landing.error ?? new Error('read-through failed'));
       const local = await this.blobs.openReader(d);
       if (!local) return void dest.destroy(new Error(`blob ${d.value} vanished`));

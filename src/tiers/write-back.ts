@@ -168,9 +168,10 @@ export class WriteBack {
     return this.state.blobs.get(digest);
   }
 
-  /** Whether a client's delete of this tag or manifest is still on its way to the tier. */
-  deleting(repo: string, ref: { tag: string } | { digest: string }): boolean {
-    return this.state.pending.has('tag' in ref ? `x ${repo} ${ref.tag}` : `y ${repo} ${ref.digest}`);
+  /** Whether a client's delete of this tag or manifest, or an upload of this tag, is still on its way to the tier. */
+  unsettled(repo: string, ref: { tag: string } | { digest: string }): boolean {
+    const p = this.state.pending;
+    return 'tag' in ref ? p.has(`x ${repo} ${ref.tag}`) || p.has(`t ${repo} ${ref.tag}`) : p.has(`y ${repo} ${ref.digest}`);
   }
 
   /** Whether the tier holds every byte of `digest` (uploaded and confirmed), so it may leave the local disk. */

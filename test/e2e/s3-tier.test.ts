@@ -284,15 +284,17 @@ describe.each([1, 2])('S3 outage with --workers %i', (workers) => {
     expect(t.failed).toBeGreaterThan(0);
     expect(t.lastError).toMatch(/S3 (HEAD|PUT)/);
     expect(t.degraded).toBe(true);
-    const ready = await request('GET', `${d.url}/readyz`);
+    const fresh = () => ({ agent: new http.Agent() });
+    const ready = await request('GET', `${d.url}/readyz`, fresh());
     expect(ready.status).toBe(200);
     expect(JSON.parse(ready.body.toString())).toMatchObject({ status: 'degraded' });
 
     // A read-through during the outage is a clean answer, never a hang.
     const started = Date.now();
-    const miss = await reader.client.getManifest('outage/app', 't0');
+    // (Fresh connections: this daemon sat idle past its keep-alive timeout.)
+    const miss = await request('GET', `${reader.url}/v2/outage/app/manifests/t0`, fresh());
     expect([404, 503]).toContain(miss.status);
-    const blobMiss = await getBlob(reader.client, 'outage/app', sha256(pushed[0]!.layers[0]!));
+    const blobMiss = await request('GET', `${reader.url}/v2/outage/app/blobs/${sha256(pushed[0]!.layers[0]!)}`, fresh());
     expect([404, 503]).toContain(blobMiss.status);
     expect(Date.now() - started).toBeLessThan(15_000);
 
@@ -300,7 +302,7 @@ describe.each([1, 2])('S3 outage with --workers %i', (workers) => {
     await drained(d, 45_000);
     for (const ref of [before, ...pushed]) await expectInBucket(s3, ref);
     expect((await tierOf(d)).degraded).toBe(false);
-    expect(JSON.parse((await request('GET', `${d.url}/readyz`)).body.toString())).toMatchObject({ status: 'ready' });
+    expect(JSON.parse((await request('GET', `${d.url}/readyz`, fresh())).body.toString())).toMatchObject({ status: 'ready' });
     // The other daemon sees it all now (its negative answers last seconds only).
     await sleep(5_100);
     expect((await pullRef(reader.client, 'outage/app', 't0')).status).toBe('ok');
@@ -344,4 +346,36 @@ describe('start-up with a tier', () => {
     expect(refused.stderr).toMatch(/credentials were refused for bucket "cache"/);
     expect(refused.stderr + refused.stdout).not.toContain(secret);
   }, 60_000);
+});
+
+describe('one tag pushed on two daemons', () => {
+  it('a newer push elsewhere wins within tagStaleness; two pushes of one tag end on one winner, both readable', async () => {
+    const s3 = await startS3();
+    const fast = '    tagStaleness: 1s\n';
+    const a = await startTierDaemon(s3, { workers: 2, s3Yaml: fast });
+    const b = await startTierDaemon(s3, { workers: 1, s3Yaml: fast });
+    onTestFailed(() => writeFileSync('/tmp/s3-race.log', `A\n${a.logs()}${a.stderr()}\nB\n${b.logs()}${b.stderr()}`));
+    const first = await pushRef(a.client, 'race/app', 'main', randomLayers([100 * KiB]));
+    await drained(a);
+    expect((await b.client.getManifest('race/app', 'main')).headers['docker-content-digest']).toBe(first.digest);
+
+    // A pushes again: B, which already has the tag, takes the newer push once its look is stale.
+    const second = await pushRef(a.client, 'race/app', 'main', randomLayers([120 * KiB]));
+    await drained(a);
+    await waitFor('B to serve the newer push', async () => (await b.client.getManifest('race/app', 'main')).headers['docker-content-digest'] === second.digest, 15_000, 300);
+    expect((await pullRef(b.client, 'race/app', 'main')).digest).toBe(second.digest);
+
+    // Both push the tag at once: the bucket ends with one of them, both daemons converge on it, both stay readable.
+    const [pa, pb] = await Promise.all([
+      pushRef(a.client, 'race/app', 'both', randomLayers([64 * KiB])),
+      pushRef(b.client, 'race/app', 'both', randomLayers([64 * KiB])),
+    ]);
+    await Promise.all([drained(a), drained(b)]);
+    const winner = (await s3.getObject('bc/repositories/race/app/_tags/both'))!.toString();
+    expect([pa.digest, pb.digest]).toContain(winner);
+    for (const d of [a, b]) {
+      await waitFor('the daemons to agree on the winner', async () => (await d.client.getManifest('race/app', 'both')).headers['docker-content-digest'] === winner, 15_000, 300);
+      for (const ref of [pa, pb]) expect((await pullRef(d.client, 'race/app', ref.digest)).status).toBe('ok');
+    }
+  }, 90_000);
 });

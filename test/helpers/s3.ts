@@ -50,7 +50,7 @@ export async function startS3(bucket = 'cache'): Promise<S3Server> {
   let child = await runChild(dir, 0, bucket);
   const port = child.port;
   const endpoint = `http://127.0.0.1:${port}`;
-  const client = new S3Client({
+  const newClient = () => new S3Client({
     region: 'us-east-1',
     endpoint,
     forcePathStyle: true,
@@ -58,6 +58,8 @@ export async function startS3(bucket = 'cache'): Promise<S3Server> {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
+  // A new client after a restart: none of the old one's keep-alive sockets to the stopped server is reused.
+  let client = newClient();
   let running = true;
   const stop = async () => {
     if (!running) return;
@@ -66,19 +68,21 @@ export async function startS3(bucket = 'cache'): Promise<S3Server> {
     child.proc.kill('SIGKILL');
     await exited;
   };
-  onCleanup(() => {
-    client.destroy();
-  });
+  onCleanup(() => client.destroy());
   return {
     endpoint,
     port,
     bucket,
-    client,
+    get client() {
+      return client;
+    },
     stop,
     start: async () => {
       if (running) return;
       child = await runChild(dir, port, bucket);
       running = true;
+      client.destroy();
+      client = newClient();
     },
     getObject: async (key) => {
       try {
