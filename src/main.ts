@@ -14,6 +14,7 @@ import { startSingle } from './process/single.js';
 import { startPrimary } from './process/primary.js';
 import { runWorker } from './process/worker.js';
 import { DataDirError } from './storage/data-dir.js';
+import { TierUnavailable } from './tiers/tier.js';
 import { CliError, callAdmin, daemonRequest, runningDaemon } from './cli/store-access.js';
 import { Layout } from './storage/layout.js';
 import { formatReferenceReports, formatReport, formatStatus, formatVerify } from './cli/format.js';
@@ -160,7 +161,7 @@ storeCommand('health', 'exit 0 when the daemon on this data directory answers GE
 
 program.parseAsync().catch((e: unknown) => {
   // Expected failures get one clear line; anything else keeps its stack.
-  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError || e instanceof CliError || e instanceof TlsError;
+  const known = e instanceof ConfigError || e instanceof DataDirError || e instanceof ListenError || e instanceof CliError || e instanceof TlsError || e instanceof TierUnavailable;
   process.stderr.write(`buildcached: ${known ? (e as Error).message : ((e as Error)?.stack ?? String(e))}\n`);
   process.exit(1);
 });

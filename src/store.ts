@@ -17,8 +17,12 @@ import { overcommitted, resolveBudget } from './cache/budget.js';
 import { WriteLedger, type WriteLimits } from './cache/write-ledger.js';
 import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 import { FallbackRules } from './registry/fallback.js';
-import type { TierStats } from './observability/store-metrics.js';
+import type { TierStats } from './tiers/write-back.js';
 import { ReferenceStats } from './cache/reference-stats.js';
+import { openOwnerTier, readerTier, type OwnerTier } from './tiers/setup.js';
+import { TierView, type TierDirectory } from './tiers/read-through.js';
+import { tierKeys } from './tiers/tier.js';
+import { parseDigest } from './core/digest.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -75,6 +79,8 @@ export interface OpenedStore {
   references: ReferenceStats;
   /** The storage tier's figures for the metrics (store-metrics.ts); undefined without a tier. */
   tierStats?: () => TierStats;
+  /** The tier below the local disk, when one is configured: every committed change goes to `observe`. */
+  tier?: OwnerTier;
   /** Starts the timers: recency flushes, budget checks, upload expiry. */
   startBackground(): void;
   /** Stops the timers and persists recency and the blob index. */
@@ -82,7 +88,7 @@ export interface OpenedStore {
 }
 
 /** Opens the stores of a data directory (already locked by the caller) and builds the registry over them. */
-export async function openStore(config: Config, log: Logger): Promise<OpenedStore> {
+export async function openStore(config: Config, log: Logger, opts: { serving?: boolean } = {}): Promise<OpenedStore> {
   const root = resolve(config.storage.dir);
   await mkdir(root, { recursive: true });
   const table = new DigestTable();
@@ -105,7 +111,14 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
   const references = new ReferenceStats(repos, blobs, layout.state, layout.tmp, config.analytics.maxReferences, config.storage.pushGraceSeconds, config.workers > 1 ? 250 : 0);
   await references.open();
   const members = await openMembership(config, layout, table, true);
-  const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log);
+  let tier: OwnerTier | undefined;
+  try {
+    tier = await openOwnerTier(config, layout, blobs, repos, log, opts.serving ?? true);
+  } catch (e) {
+    await recency.close();
+    throw e;
+  }
+  const evictor = new Evictor(blobs, uploads, ledger, repos, recency, budget, log, tier && ((d) => tier.writeBack.holds(d)));
   ledger.makeRoom = (bytes) => evictor.makeRoom(bytes);
   const expired = await evictor.expireUploads();
   const { total } = evictor.usage();
@@ -117,8 +130,9 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
       `storage.maxBytes (${spec}) is more than the free space plus what the store holds: the disk may fill before eviction starts (writes then fail with 507 until it frees space); set storage.maxBytes to a size that fits`,
     );
   }
-  const cache = new CacheTracker(blobs, recency, evictor);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members);
+  const cache = new CacheTracker(blobs, recency, evictor, tier && ((d) => tier.directory.blobSize(d)));
+  const view = tier && new TierView(tier.tier, tier.directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members, view);
   log.info(
     {
       blobs: blobs.count,
@@ -145,9 +159,28 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     evictor,
     cache,
     references,
-    admin: new Admin(layout, blobs, repos, recency, evictor, references, cache.fallbacks),
+    ...(tier ? { tier, tierStats: () => tier!.writeBack.status() } : {}),
+    admin: new Admin(
+      layout,
+      blobs,
+      repos,
+      recency,
+      evictor,
+      references,
+      cache.fallbacks,
+      tier && {
+        status: () => tier.writeBack.status(),
+        degraded: () => tier.writeBack.degraded,
+        // For verify: a bucket that cannot answer counts as holding it, so that an outage never has references
+        // repaired away.
+        present: async (d) =>
+          tier.writeBack.blobSize(d) !== undefined || tier.tier.head(tierKeys.blob(parseDigest(d))).then((size) => size !== undefined, () => true),
+      },
+    ),
     ledger,
+    ...(tier ? { tier } : {}),
     startBackground() {
+      tier?.writeBack.start();
       every(5_000, () => recency.flush(), 'recency flush');
       every(5_000, () => references.flush(), 'reference analytics flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
@@ -160,6 +193,7 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
     },
     async close() {
       for (const t of timers) clearInterval(t);
+      await tier?.writeBack.close();
       await recency.close();
       await references.flush();
     },
@@ -173,14 +207,18 @@ export async function openStore(config: Config, log: Logger): Promise<OpenedStor
  */
 export async function openWorkerStores(
   config: Config,
+  log: Logger,
   hooks: CacheHooks,
   gate: WriteGate,
+  directory: TierDirectory,
 ): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
   const { layout, table, blobs, uploads, repos } = newStores(config, new DigestTable(), gate);
   await blobs.open();
   await repos.open();
   const members = await openMembership(config, layout, table, false);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members);
+  const tier = readerTier(config);
+  const view = tier && new TierView(tier, directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members, view);
   return { registry, blobs, repos };
 }
 

@@ -8,6 +8,7 @@ import { verifyStore, type VerifyReport } from './verify.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { Layout } from '../storage/layout.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
+import type { TierStats } from '../tiers/write-back.js';
 
 export interface Status {
   bytesUsed: number;
@@ -23,6 +24,8 @@ export interface Status {
   /** Missing tags answered by a fallback rule since start, by repository. */
   fallbacks: Record<string, number>;
   recentEvictions: RecentRun[];
+  /** With a tier below the local disk: its upload backlog, totals and last error. */
+  tier?: TierStats & { degraded: boolean };
 }
 
 /** The admin operations, served in-process or (from a worker process) forwarded to the store's owner. */
@@ -52,6 +55,7 @@ export class Admin implements AdminApi {
     private readonly evictor: Evictor,
     private readonly stats: ReferenceStats,
     private readonly fallbacks: ReadonlyMap<string, number> = new Map(),
+    private readonly tier?: { status(): TierStats; degraded(): boolean; present(digest: string): Promise<boolean> },
   ) {}
 
   async status(): Promise<Status> {
@@ -70,6 +74,7 @@ export class Admin implements AdminApi {
       evictions: this.evictor.totals,
       fallbacks: Object.fromEntries([...this.fallbacks].sort(([a], [b]) => (a < b ? -1 : 1))),
       recentEvictions: this.evictor.recentRuns,
+      ...(this.tier ? { tier: { ...this.tier.status(), degraded: this.tier.degraded() } } : {}),
     };
   }
 
@@ -96,6 +101,6 @@ export class Admin implements AdminApi {
 
   /** Re-hashes every blob and checks every manifest and tag; with `repair`, removes or quarantines what is wrong. */
   verify(repair: boolean): Promise<VerifyReport> {
-    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair);
+    return verifyStore(this.layout, this.blobs, this.repos, this.recency, this.evictor, repair, this.tier && ((d) => this.tier!.present(d)));
   }
 }

@@ -13,6 +13,8 @@ export class CacheTracker implements CacheHooks {
     private readonly blobs: BlobStore,
     readonly recency: Recency,
     readonly evictor: Evictor,
+    /** A tier below: a blob it holds exists for a manifest, though not on the local disk. */
+    private readonly tierSize?: (digest: string) => Promise<number | undefined>,
   ) {}
 
   /** Pins first (synchronously, so no eviction step can pass its re-check after this), then looks. */
@@ -20,7 +22,7 @@ export class CacheTracker implements CacheHooks {
     this.recency.pin(digests);
     const release = () => this.recency.unpin(digests);
     try {
-      const sizes = await Promise.all(digests.map((d) => this.blobs.locate(parseDigest(d))));
+      const sizes = await Promise.all(digests.map(async (d) => (await this.blobs.locate(parseDigest(d))) ?? (await this.tierSize?.(d))));
       for (const d of digests) this.recency.touchBlob(d);
       return { missing: digests.filter((_, i) => sizes[i] === undefined), release };
     } catch (e) {

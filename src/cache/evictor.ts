@@ -78,6 +78,8 @@ export class Evictor {
     private readonly recency: Recency,
     readonly budget: Budget,
     private readonly log: Logger,
+    /** With a tier below: whether it holds a blob (uploaded and confirmed), so the local copy may go. */
+    private readonly inTier?: (digest: string) => boolean,
   ) {}
 
   /** From the write ledger's running totals: no scan of the upload sessions. */
@@ -221,7 +223,7 @@ export class Evictor {
       lastUsed: this.recency.manifestUsed(repo, m.digest),
     }));
     const tags = [...this.repos.allTags()].map((t) => ({ ...t, lastUsed: this.recency.tagUsed(t.repo, t.tag) }));
-    return { now, graceSeconds: this.budget.graceSeconds, blobs, manifests, tags, isProtected: (d: string) => this.recency.isProtected(d, now) };
+    return { now, graceSeconds: this.budget.graceSeconds, blobs, manifests, tags, isProtected: (d: string) => this.recency.isProtected(d, now), ...(this.inTier ? { inTier: this.inTier } : {}) };
   }
 
   /** Runs one step if it still holds; false when it no longer does (used, re-tagged or re-referenced since). */
@@ -238,11 +240,13 @@ export class Evictor {
         if (!this.repos.manifest(step.repo, step.digest)) return false;
         if (this.repos.isTagged(step.repo, step.digest) || this.repos.hasParent(step.repo, step.digest)) return false;
         if (this.recency.manifestUsed(step.repo, step.digest) !== step.lastUsed) return false;
-        await this.repos.deleteManifest(step.repo, step.digest, syncs);
+        await this.repos.deleteManifest(step.repo, step.digest, syncs, true);
         this.recency.forgetManifest(step.repo, step.digest);
         return true;
       case 'blob':
-        if (this.repos.referenceCount(step.digest) > 0 || this.recency.isProtected(step.digest)) return false;
+        if (this.recency.isProtected(step.digest)) return false;
+        // Offloading needs the tier's copy; anything else needs no manifest to reference the blob.
+        if (step.reason === 'offloaded' ? !this.inTier?.(step.digest) : this.repos.referenceCount(step.digest) > 0) return false;
         if ((this.recency.blobUsed(step.digest) ?? -1) !== step.lastUsed) return false;
         if (!(await this.blobs.delete(parseDigest(step.digest), { eviction: true }))) return false;
         this.recency.forgetBlob(step.digest);

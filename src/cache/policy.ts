@@ -32,13 +32,15 @@ export interface CacheSnapshot {
   tags: readonly TagInfo[];
   /** Blobs that answered a HEAD or mount within the grace window: a push may be about to reference them. */
   isProtected(digest: string): boolean;
+  /** With a tier below: whether the tier holds this blob, so its local copy may go while references keep it. */
+  inTier?(digest: string): boolean;
 }
 
 /** Each step carries the last-use time it was planned with, so the evictor can skip anything used since. */
 export type EvictionStep =
   | { kind: 'tag'; repo: string; tag: string; digest: string; lastUsed: number }
   | { kind: 'manifest'; repo: string; digest: string; lastUsed: number }
-  | { kind: 'blob'; digest: string; size: number; lastUsed: number; reason: 'unreferenced' | 'released' };
+  | { kind: 'blob'; digest: string; size: number; lastUsed: number; reason: 'unreferenced' | 'released' | 'offloaded' };
 
 /** Restricts a plan to old references, for `prune`: only tags and manifests last used before `before`, in
  *  repositories under `repoPrefix`; unreferenced blobs are only considered without a prefix. */
@@ -175,7 +177,21 @@ export function planEviction(s: CacheSnapshot, bytesToFree: number, filter: Plan
     if (records.has(key(m.repo, m.digest))) commit(release(m));
   }
 
-  // 3. Whole cache references, least recently used first; those whose bytes are pinned stay whole.
+  // 3. With a tier: local copies of blobs the tier holds, least recently used first. Their references stay live
+  // (a read comes back through the tier), so the budget bounds the disk, not the cache. Not for prune, which is
+  // about references.
+  if (s.inTier && filter.before === undefined && prefix === undefined) {
+    const offload = [...s.blobs].filter(([d]) => !planned.has(d) && (refs.get(d) ?? 0) > 0 && !s.isProtected(d) && s.inTier!(d));
+    offload.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    for (const [digest, b] of offload) {
+      if (done()) return { steps, bytes };
+      planned.add(digest);
+      steps.push({ kind: 'blob', digest, size: b.size, lastUsed: b.lastUsed, reason: 'offloaded' });
+      bytes += b.size;
+    }
+  }
+
+  // 4. Whole cache references, least recently used first; those whose bytes are pinned stay whole.
   const tags = s.tags.filter((t) => inScope(t.repo) && t.lastUsed < (filter.before ?? Infinity));
   tags.sort((a, b) => a.lastUsed - b.lastUsed);
   for (const t of tags) {

@@ -116,6 +116,8 @@ export async function verifyStore(
   recency: Recency,
   evictor: Evictor,
   repair: boolean,
+  /** With a tier: blobs it holds are present, though not on this disk (their copies there are not re-hashed). */
+  inTier?: (digest: string) => Promise<boolean>,
 ): Promise<VerifyReport> {
   const quarantine = join(layout.root, 'quarantine');
   const report: VerifyReport = { repair, checked: { blobs: 0, bytes: 0, manifests: 0, tags: 0 }, problems: [], quarantine };
@@ -135,7 +137,14 @@ export async function verifyStore(
     }
   }));
 
-  const absent = (d: string) => bad.has(d) || !blobs.has(d);
+  // What manifests reference but this disk lacks may be in the tier (offloaded, or another daemon's upload).
+  const inTierSet = new Set<string>();
+  if (inTier) {
+    const elsewhere = new Set<string>();
+    for (const [, m] of repos.allManifests()) for (const d of [m.digest, ...m.references]) if (!blobs.has(d)) elsewhere.add(d);
+    await new PQueue({ concurrency: HASH_CONCURRENCY * 4 }).addAll([...elsewhere].map((d) => async () => void ((await inTier(d)) && inTierSet.add(d))));
+  }
+  const absent = (d: string) => bad.has(d) || (!blobs.has(d) && !inTierSet.has(d));
   const incomplete: Problem[] = [];
   for (const [repo, m] of repos.allManifests()) {
     report.checked.manifests++;

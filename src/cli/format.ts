@@ -65,6 +65,13 @@ export function formatStatus(s: Status): string {
   ];
   const fallbacks = Object.entries(s.fallbacks);
   if (fallbacks.length) lines.push(`fallbacks   ${fallbacks.map(([repo, n]) => `${repo} ${n}`).join(', ')} (missing tags served by another tag since start)`);
+  const t = s.tier;
+  if (t) {
+    lines.push(
+      `S3 tier     ${t.degraded ? 'DEGRADED' : 'ok'}: backlog ${t.backlog}, uploaded ${t.uploaded} (${humanBytes(t.uploadedBytes)}), ${t.failed} failed attempts, ${t.blobs} blobs known there, read through ${humanBytes(t.readThroughBytes)}`,
+      ...(t.lastError ? [`last error  ${t.lastErrorAt}: ${t.lastError}`] : []),
+    );
+  }
   return `${lines.join('\n')}\n\n${formatReferences(s.references)}`;
 }
 

@@ -104,7 +104,7 @@ export async function callAdmin<T>(config: Config, call: AdminCall<T>): Promise<
     throw err;
   });
   try {
-    const store = await openStore(config, log);
+    const store = await openStore(config, log, { serving: false });
     try {
       return await call.direct(store.admin);
     } finally {

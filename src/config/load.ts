@@ -77,7 +77,14 @@ export function envLayer(env: NodeJS.ProcessEnv): Tree {
     admin: { listen: env.BUILDCACHED_ADMIN_LISTEN, token: env.BUILDCACHED_ADMIN_TOKEN },
     metrics: { listen: env.BUILDCACHED_METRICS_LISTEN },
     log: { level: env.BUILDCACHED_LOG_LEVEL, format: env.BUILDCACHED_LOG_FORMAT },
+    ...s3Env(env),
   };
+}
+
+/** The S3 tier from env: the bucket alone turns it on; the others refine a tier the file or the bucket variable set. */
+function s3Env(env: NodeJS.ProcessEnv): Tree {
+  const s3 = { bucket: env.BUILDCACHED_S3_BUCKET, endpoint: env.BUILDCACHED_S3_ENDPOINT, prefix: env.BUILDCACHED_S3_PREFIX, region: env.BUILDCACHED_S3_REGION };
+  return Object.values(s3).some((v) => v !== undefined) ? { tier: { s3 } } : {};
 }
 
 export interface LoadOptions {

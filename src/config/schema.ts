@@ -166,6 +166,34 @@ const auth = z
       }
     });
   });
+/** An S3-compatible bucket below the local disk (see src/tiers). Credentials come from the SDK's default chain, never
+ *  from here, so that a config file can be shared without secrets. */
+const s3 = z
+  .strictObject({
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name (3–63 of a-z, 0-9, ".", "-")'),
+    /** Keys go under `<prefix>/`; empty = the bucket's root. */
+    prefix: z.string().regex(/^([A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*)?\/?$/, 'must be a key prefix such as "buildcached" or "ci/cache"').default(''),
+    region: z.string().min(1).default('us-east-1'),
+    /** MinIO, R2, Ceph…: absent means AWS itself. */
+    endpoint: z.url().optional(),
+    /** Default: on with a custom endpoint (`localhost` would otherwise become `bucket.localhost`). */
+    forcePathStyle: flag.optional(),
+    /** Default `when_required` with a custom endpoint: flexible checksums send aws-chunked bodies that some stores corrupt or refuse. */
+    checksums: z.enum(['when_required', 'when_supported']).optional(),
+    uploadConcurrency: z.number().int().min(1).max(256).default(4),
+    partSize: bytes.refine((n) => n >= 5 * 1024 * 1024, 'must be at least 5MiB (the S3 minimum part size)').default(16 * 1024 * 1024),
+    retentionDays: z.number().int().min(0).default(30),
+    touchInterval: duration.default(3_600_000),
+    tagStaleness: duration.default(5_000),
+  })
+  .transform((t) => ({
+    ...t,
+    prefix: t.prefix.replace(/\/+$/, ''),
+    forcePathStyle: t.forcePathStyle ?? t.endpoint !== undefined,
+    checksums: t.checksums ?? (t.endpoint !== undefined ? 'when_required' : 'when_supported'),
+  }));
+
+export type S3Config = z.output<typeof s3>;
 
 /** The whole configuration. Unknown keys are errors, so a typo never silently falls back to a default. */
 export const configSchema = z.strictObject({
@@ -223,6 +251,8 @@ export const configSchema = z.strictObject({
     /** "" (only GET /metrics on `listen`), or HOST:PORT of a listener of its own as well. */
     listen: z.string().refine((v) => v === '' || (HOST_PORT.test(v) && portInRange(v)), 'must be empty or HOST:PORT'),
   }),
+  /** Tiers below the local disk; absent: local disk only. */
+  tier: z.strictObject({ s3: s3.optional() }).optional(),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     format: z.enum(['json', 'pretty']),

@@ -26,6 +26,8 @@ export type ErrorCode =
   | 'STORAGE_FULL'
   /** The budget has no room that eviction could make (unlike STORAGE_FULL, the disk itself is not full). */
   | 'NO_ROOM'
+  /** A tier below the local disk cannot be reached now (read-through during an outage): retry later. */
+  | 'TIER_UNAVAILABLE'
   /** A missing or malformed parameter of an admin call (the admin API is not OCI's and has no code of its own). */
   | 'PARAMETER_INVALID';
 

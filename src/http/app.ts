@@ -10,7 +10,7 @@ import { BLOB_PATH, blobRoutes } from './routes/blobs.js';
 import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/uploads.js';
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
-import { healthRoutes } from './routes/health.js';
+import { healthRoutes, type Readiness } from './routes/health.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Layout } from '../storage/layout.js';
 import { authenticate, type ChallengeOptions } from './auth.js';
@@ -31,6 +31,8 @@ export interface AppOptions {
   metrics?: { http: HttpMetrics; source: MetricsSource };
   /** Where what a request did to a cache reference goes (the store owner's ReferenceStats, maybe over IPC). */
   activity?: (a: ReferenceActivity) => void;
+  /** What /readyz reports beyond "serving" (a tier's outage). */
+  readiness?: Readiness;
 }
 
 /**
@@ -79,7 +81,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
     if (a) activity({ ...a, at: Date.now() });
   };
   app.use(requestLog(log, metrics || activity ? observe : undefined));
-  app.use(healthRoutes());
+  app.use(healthRoutes(opts.readiness));
   const auth = opts.auth;
   if (auth) app.use(tokenRoutes(auth.authenticator, auth.tokens));
   app.use('/v2', (_req, res, next) => {

@@ -27,6 +27,7 @@ const STATUS: Record<ErrorCode, number> = {
   UPLOAD_TOO_LARGE: 413,
   STORAGE_FULL: 507,
   NO_ROOM: 507,
+  TIER_UNAVAILABLE: 503,
   PARAMETER_INVALID: 400,
 };
 
@@ -40,6 +41,8 @@ const WIRE_CODE: Partial<Record<ErrorCode, string>> = {
   UPLOAD_TOO_LARGE: 'SIZE_INVALID',
   STORAGE_FULL: 'UNKNOWN',
   NO_ROOM: 'UNKNOWN',
+  // distribution's code for 503 (errcode.ErrorCodeUnavailable).
+  TIER_UNAVAILABLE: 'UNAVAILABLE',
 };
 
 /** Seconds a client is told to wait after a 429 (a busy moment, not a quota). */

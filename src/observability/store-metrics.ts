@@ -4,17 +4,6 @@ import { countReferences } from '../cache/inventory.js';
 import type { ReferenceCounters } from '../cache/reference-stats.js';
 import { HttpMetrics, metricsSource, processRegistry, scrapedCounter, scrapedGauge, type MetricsSource } from './metrics.js';
 
-/** What a storage tier (S3) reports about itself; running totals since start. */
-export interface TierStats {
-  /** Blobs waiting to be uploaded to the tier. */
-  backlog: number;
-  uploadedBytes: number;
-  /** Failed tier operations by operation (upload, download, delete…). */
-  failures: Record<string, number>;
-  /** Bytes served to clients by reading through from the tier. */
-  readThroughBytes: number;
-}
-
 /**
  * The store's side of the metrics, registered in the process that owns the store (the single process, or the
  * primary): every value is read at scrape time from in-memory state (the budget ledger, the indexes, the

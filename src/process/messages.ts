@@ -11,9 +11,11 @@ import type { ReferenceActivity } from '../cache/reference-stats.js';
 
 /** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full,
  *  b = a fallback served (branch fallback) in a repository, a = a request's activity on a cache reference
- *  (analytics). */
+ *  (analytics),
+ *  t = bytes read through from the tier (0 with a failure). */
 export type UsageSignal =
   | ['a', ReferenceActivity]
+  | ['t', number, boolean]
   | ['p', string]
   | ['r', string]
   | ['w', string]
@@ -29,7 +31,15 @@ export type AdminOp =
   /** A write-gate question (session lock, caps, room in the budget), answered from the primary's ledger. */
   | { op: 'ledger'; req: LedgerRequest }
   /** GET /metrics reached this worker: the whole daemon's exposition, which only the primary can sum. */
-  | { op: 'metrics' };
+  | { op: 'metrics' }
+  /** The size of a blob the tier holds (from the owner's journal or its cached existence checks). */
+  | { op: 'tier-size'; digest: string }
+  /** Who fetches `digest` from the tier: answered 'lead', or once the fetch that leads is done or failed. */
+  | { op: 'tier-claim'; digest: string }
+  /** Whether a tag or manifest may be imported from the tier (no client's delete of it still on its way). */
+  | { op: 'tier-importable'; repo: string; ref: { tag: string } | { digest: string } }
+  /** Why the daemon is degraded (the tier unreachable), or null. */
+  | { op: 'tier-ready' };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
@@ -42,7 +52,9 @@ export type WorkerMessage =
   /** A failed login from `address`: the primary counts them for the whole daemon. */
   | { kind: 'login-failed'; address: string }
   /** This worker's metrics, for the primary's collection `id`. */
-  | { kind: 'metrics'; id: number; snapshot: MetricsSnapshot };
+  | { kind: 'metrics'; id: number; snapshot: MetricsSnapshot }
+  /** The fetch this worker led (a 'lead' answer to tier-claim) committed the blob, or failed. */
+  | { kind: 'tier-settle'; digest: string; ok: boolean; corrupt?: boolean };
 
 export type PrimaryMessage =
   /** Apply, then answer `applied` with the same ack number. */

@@ -9,7 +9,7 @@ import { ListenError } from '../http/server.js';
 import { loadTls } from '../http/tls.js';
 import { openStore, type OpenedStore } from '../store.js';
 import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
-import { announce, lockDataDir, type Running } from './single.js';
+import { announce, lockDataDir, tierDegraded, type Running } from './single.js';
 import { OciError } from '../core/errors.js';
 import { BlockList, LoginLimiter, localGuard } from '../auth/login-limiter.js';
 import { loadAuthenticator, loginLimits } from '../auth/setup.js';
@@ -25,6 +25,9 @@ function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
     switch (s[0]) {
       case 'a':
         store.references.record(s[1]);
+        break;
+      case 't':
+        store.tier?.directory.readThrough(s[1], s[2]);
         break;
       case 'p':
         cache.blobProbed(s[1]);
@@ -120,8 +123,13 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     });
   };
   // The evictor, gc and prune run here: workers learn about their removals like any other change.
-  store.blobs.subscribe((e) => publish(e));
-  store.repos.subscribe((e) => publish(e));
+  // Every committed change is journaled for the tier (when there is one) before anyone is told of it.
+  const committed = async (e: StoreEvent, except?: Worker): Promise<Verdict> => {
+    await store.tier?.writeBack.observe(e);
+    return publish(e, except);
+  };
+  store.blobs.subscribe((e) => committed(e));
+  store.repos.subscribe((e) => committed(e));
 
   // The store's gauges and this process's own figures live here; the HTTP counters live in the workers.
   let metrics: ClusterMetrics | undefined;
@@ -162,11 +170,19 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
         let answer: Promise<unknown>;
         if (call.op === 'publish') {
           store.blobs.apply(call.event);
-          answer = Promise.all([store.repos.apply(call.event), publish(call.event, w)]).then(([, verdict]) => verdict);
+          answer = Promise.all([store.repos.apply(call.event), committed(call.event, w)]).then(([, verdict]) => verdict);
         } else if (call.op === 'ledger') {
           answer = store.ledger.handle(call.req, holder);
         } else if (call.op === 'metrics') {
           answer = metrics ? metrics.text() : Promise.reject(new Error('metrics are off'));
+        } else if (call.op === 'tier-size') {
+          answer = store.tier ? store.tier.directory.blobSize(call.digest) : Promise.resolve(undefined);
+        } else if (call.op === 'tier-claim') {
+          answer = store.tier ? store.tier.directory.claim(call.digest, holder) : Promise.resolve('failed');
+        } else if (call.op === 'tier-importable') {
+          answer = store.tier ? store.tier.directory.importable(call.repo, call.ref) : Promise.resolve(false);
+        } else if (call.op === 'tier-ready') {
+          answer = Promise.resolve(tierDegraded(store) ?? null);
         } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -184,6 +200,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
               ...(err instanceof OciError ? { code: err.code, detail: err.detail } : {}),
             }),
         );
+      } else if (msg.kind === 'tier-settle') {
+        store.tier?.directory.settle(msg.digest, msg.ok, msg.corrupt === true);
       } else if (msg.kind === 'release') {
         held.get(msg.id)?.();
         held.delete(msg.id);
@@ -208,6 +226,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       metrics?.gone(w);
       for (const release of held.values()) release();
       held.clear();
+      store.tier?.directory.releaseHolder(holder);
       // Its file handles closed with it: the sessions it was writing to are free again, at their size on disk.
       for (const id of store.ledger.releaseHolder(holder)) void store.uploads.sizeOf(id).then((size) => store.ledger.resize(id, size));
       const pid = w.process.pid;

@@ -5,7 +5,7 @@ import { serveHttp } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
-import { openStore } from '../store.js';
+import { openStore, type OpenedStore } from '../store.js';
 import { localGuard } from '../auth/login-limiter.js';
 import { loginLimits } from '../auth/setup.js';
 import { serveMetrics } from '../http/metrics-server.js';
@@ -32,6 +32,12 @@ export async function announce(layout: Layout, log: Logger, url: string, admin: 
   log.info({ url, adminUrl: admin.url, ...(metricsUrl ? { metricsUrl } : {}), dataDir: layout.root, workers }, `listening on ${url}`);
 }
 
+/** Why the daemon is degraded: its tier failed and has not succeeded since (local hits and pushes still work). */
+export function tierDegraded(store: OpenedStore): string | undefined {
+  const wb = store.tier?.writeBack;
+  return wb?.degraded ? `S3 tier unreachable: ${wb.status().lastError ?? 'unknown error'}` : undefined;
+}
+
 /** The whole daemon in one process: lock, store, background work, HTTP and the admin listener. */
 export async function startSingle(config: Config, log: Logger): Promise<Running> {
   const layout = new Layout(resolve(config.storage.dir));
@@ -42,8 +48,17 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     const store = await openStore(config, log);
     const admin = await serveAdmin(config, layout, store.admin, log);
     opened.push(admin.close);
+    const tier = store.tier;
+    if (tier) {
+      store.blobs.subscribe((e) => tier.writeBack.observe(e));
+      store.repos.subscribe((e) => tier.writeBack.observe(e));
+    }
     const metrics = config.metrics.enabled ? singleProcessMetrics(store, config.metrics.topReferences) : undefined;
-    const http = await serveHttp(config, store.registry, log, localGuard(loginLimits(config)), { ...(metrics ? { metrics } : {}), activity: (a) => store.references.record(a) });
+    const http = await serveHttp(config, store.registry, log, localGuard(loginLimits(config)), {
+      ...(metrics ? { metrics } : {}),
+      activity: (a) => store.references.record(a),
+      readiness: async () => tierDegraded(store),
+    });
     opened.push(http.close);
     const metricsServer = metrics && (await serveMetrics(config, metrics.source, log));
     if (metricsServer) opened.push(metricsServer.close);

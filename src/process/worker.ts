@@ -12,6 +12,11 @@ import { BlockList, LoginLimiter, type LoginGuard } from '../auth/login-limiter.
 import { loginLimits } from '../auth/setup.js';
 import { HttpMetrics, processRegistry } from '../observability/metrics.js';
 import type { ReferenceActivity } from '../cache/reference-stats.js';
+import { LRUCache } from 'lru-cache';
+import type { TierDirectory } from '../tiers/read-through.js';
+
+/** Sizes of blobs the tier holds, as the primary answered them: immutable under their digest, kept an hour. */
+const tierSizes = new LRUCache<string, number>({ max: 100_000, ttl: 60 * 60_000 });
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);
@@ -103,6 +108,9 @@ class ForwardingHooks implements CacheHooks {
   activity(a: ReferenceActivity): void {
     this.push(['a', a]);
   }
+  tierRead(bytes: number, ok: boolean): void {
+    this.push(['t', bytes, ok]);
+  }
 }
 
 /** This worker counts its own requests; a scrape it receives is answered with the primary's sum of all processes. */
@@ -155,7 +163,21 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
 
   const metrics = config.metrics.enabled ? workerMetrics(channel) : undefined;
   const gate = new LedgerGate(async (req) => (await channel.call<number | undefined>({ op: 'ledger', req })).value);
-  const { registry, blobs, repos } = await openWorkerStores(config, hooks, gate);
+  const directory: TierDirectory = {
+    blobSize: async (digest) => {
+      const known = tierSizes.get(digest);
+      if (known !== undefined) return known;
+      const size = (await channel.call<number | null | undefined>({ op: 'tier-size', digest })).value ?? undefined;
+      if (size !== undefined) tierSizes.set(digest, size);
+      return size;
+    },
+    knownSize: (digest) => tierSizes.get(digest),
+    claim: async (digest) => (await channel.call<'lead' | 'done' | 'failed'>({ op: 'tier-claim', digest })).value,
+    settle: (digest, ok, corrupt) => send({ kind: 'tier-settle', digest, ok, ...(corrupt ? { corrupt } : {}) }),
+    importable: async (repo, ref) => (await channel.call<boolean>({ op: 'tier-importable', repo, ref })).value,
+    readThrough: (bytes, ok) => hooks.tierRead(bytes, ok),
+  };
+  const { registry, blobs, repos } = await openWorkerStores(config, log, hooks, gate, directory);
   const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
   blobs.subscribe(publish);
   repos.subscribe(publish);
@@ -177,7 +199,12 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     }
   };
   for (const m of pending.splice(0)) handle(m);
-  const http = await serveHttp(config, registry, log, loginGuard, { ...(metrics ? { metrics: metrics.app } : {}), activity: (a) => hooks.activity(a) });
+  const readiness = async () => (await channel.call<string | null>({ op: 'tier-ready' })).value ?? undefined;
+  const http = await serveHttp(config, registry, log, loginGuard, {
+    ...(metrics ? { metrics: metrics.app } : {}),
+    activity: (a) => hooks.activity(a),
+    ...(config.tier?.s3 ? { readiness } : {}),
+  });
   reloadTls = () => void http.reloadTls();
   stop = () => {
     stopping = true;

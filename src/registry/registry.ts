@@ -10,6 +10,7 @@ import { cacheConfigSize, parseManifest, referrerArtifactType, requiredDigests, 
 import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
 import { RECENT, type FallbackRules } from './fallback.js';
+import type { TierAccess } from '../tiers/read-through.js';
 
 export interface RegistryOptions {
   /** Mount without `from` succeeds when the blob exists (OCI "automatic content discovery"). */
@@ -73,7 +74,17 @@ export class Registry {
     private readonly cache: CacheHooks,
     /** Tenant isolation: which repositories have which blobs. Without it every repository reads the one store. */
     private readonly members?: BlobMembership,
+    /** A tier below the local disk: blobs and manifests missing here are looked for there. */
+    private readonly tier?: TierAccess,
   ) {}
+
+  /** A blob's size: on the local disk, or else in the tier. What memory knows first — the local index, then the
+   *  tier's (sizes never change under a digest) — so that a HEAD of a blob in the tier touches neither disk nor S3. */
+  private async blobSize(d: Digest): Promise<number | undefined> {
+    const known = this.blobs.size(d.value) ?? this.tier?.knownSize(d.value);
+    if (known !== undefined) return known;
+    return (await this.blobs.locate(d)) ?? (await this.tier?.blobSize(d.value));
+  }
 
   /**
    * Whether repository `name` may serve blob `digest`. With tenant isolation, only when it has it: uploaded or
@@ -88,7 +99,7 @@ export class Registry {
 
   /** The blob's size, if it exists and `name` may serve it; otherwise BLOB_UNKNOWN, the same either way. */
   private async sizeIn(name: string, d: Digest): Promise<number> {
-    const size = await this.blobs.locate(d);
+    const size = await this.blobSize(d);
     if (size === undefined || !(await this.holds(name, d.value))) {
       throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     }
@@ -107,9 +118,10 @@ export class Registry {
     return size;
   }
 
+  /** A reader of the blob, local or read through from the tier; call its `ready` before answering. */
   async openBlob(name: string, d: Digest): Promise<BlobReader> {
-    await this.sizeIn(name, d);
-    const reader = await this.blobs.openReader(d);
+    const size = await this.sizeIn(name, d);
+    const reader = (await this.blobs.openReader(d)) ?? this.tier?.openBlob(d, size);
     if (!reader) throw new OciError('BLOB_UNKNOWN', `blob ${d.value} is unknown`, { digest: d.value });
     this.cache.blobRead(d.value);
     return reader;
@@ -156,7 +168,7 @@ export class Registry {
    */
   async canMount(name: string, d: Digest, from: string | undefined): Promise<boolean> {
     if (from === undefined && !this.options.automaticCrossMount) return false;
-    if ((await this.blobs.locate(d)) === undefined || !(await this.holds(from ?? name, d.value))) return false;
+    if ((await this.blobSize(d)) === undefined || !(await this.holds(from ?? name, d.value))) return false;
     await this.joined(name, d.value);
     this.cache.blobProbed(d.value);
     return true;
@@ -247,19 +259,23 @@ export class Registry {
     return record;
   }
 
-  private async byTag(name: string, tag: string): Promise<ManifestRecord | undefined> {
-    const digest = await this.repos.lookupTag(name, tag);
-    return digest ? this.repos.lookupManifest(name, digest) : undefined;
+  /** A manifest by reference: from this disk, or else imported from the tier (a push another daemon on the same
+   *  bucket received). */
+  private async find(name: string, ref: Reference): Promise<ManifestRecord | undefined> {
+    const record = await this.lookup(name, ref);
+    if (record || !this.tier || !(await this.tier.importManifest(name, ref))) return record;
+    return this.lookup(name, ref);
   }
 
   /**
-   * A missing tag's stand-in: the first of the matching rule's `to` tags that exists in the same repository
-   * (`@recent`: the tag changed most recently), so a new branch's first build imports a warm cache.
+   * A missing tag's stand-in: the first of the matching rule's `to` tags that exists in the same repository, here
+   * or in the tier (`@recent`: the tag changed most recently here), so a new branch's first build imports a warm
+   * cache.
    */
   private async fallbackFor(name: string, tag: string): Promise<ResolvedManifest | undefined> {
     for (const candidate of this.options.fallback.candidates(name, tag)) {
       const served = candidate === RECENT ? this.repos.latestTag(name, tag) : candidate;
-      const record = served === undefined ? undefined : await this.byTag(name, served);
+      const record = served === undefined ? undefined : await this.find(name, { kind: 'tag', tag: served });
       if (record) return { record, fallback: served! };
     }
     return undefined;
@@ -267,22 +283,35 @@ export class Registry {
 
   /** A manifest by tag or digest; a missing tag may be answered by a fallback (never a missing digest). */
   async resolve(name: string, ref: Reference): Promise<ResolvedManifest> {
-    const record = ref.kind === 'tag' ? await this.byTag(name, ref.tag) : await this.repos.lookupManifest(name, ref.digest.value);
+    const record = await this.find(name, ref);
     const found = record ? { record } : ref.kind === 'tag' ? await this.fallbackFor(name, ref.tag) : undefined;
     if (!found) {
       const what = ref.kind === 'tag' ? `${name}:${ref.tag}` : `${name}@${ref.digest.value}`;
       throw new OciError('MANIFEST_UNKNOWN', `manifest ${what} is unknown`, { name });
     }
     // A fallback is a use of the tag that answered: it keeps that cache warm.
-    this.cache.manifestUsed(name, found.record.digest, found.fallback ?? (ref.kind === 'tag' ? ref.tag : undefined));
+    const tag = found.fallback ?? (ref.kind === 'tag' ? ref.tag : undefined);
+    this.cache.manifestUsed(name, found.record.digest, tag);
     if (found.fallback) this.cache.fallbackServed(name);
+    if (tag !== undefined) this.tier?.tagServed(name, tag, found.record.digest);
     return found;
+  }
+
+  private async lookup(name: string, ref: Reference): Promise<ManifestRecord | undefined> {
+    const digest = ref.kind === 'tag' ? await this.repos.lookupTag(name, ref.tag) : ref.digest.value;
+    return digest ? await this.repos.lookupManifest(name, digest) : undefined;
   }
 
   async openManifest(name: string, ref: Reference): Promise<StoredManifest> {
     const found = await this.resolve(name, ref);
-    const reader = await this.blobs.openReader(parseDigest(found.record.digest));
-    if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${found.record.digest} content is missing`, { name });
+    const { record } = found;
+    const d = parseDigest(record.digest);
+    // Its bytes may have gone to the tier (a manifest is a blob too).
+    const reader = (await this.blobs.openReader(d)) ?? this.tier?.openBlob(d, record.size);
+    if (!reader) throw new OciError('MANIFEST_UNKNOWN', `manifest ${record.digest} content is missing`, { name });
+    await reader.ready?.();
+    // The layer GETs that follow a manifest's find the blobs local sooner.
+    if (this.tier) this.tier.warm([...record.references].filter((r) => !this.blobs.has(r)));
     return { ...found, reader };
   }
 
@@ -298,15 +327,19 @@ export class Registry {
     }
   }
 
-  tags(name: string, n: number | undefined, last: string | undefined): Page {
-    const tags = this.repos.tags(name);
-    if (!tags) throw new OciError('NAME_UNKNOWN', `repository ${name} is unknown`, { name });
-    return paginate(tags, n, last);
+  /** With a tier, what it has too: another daemon's pushes are readable here (a GET imports them). */
+  async tags(name: string, n: number | undefined, last: string | undefined): Promise<Page> {
+    const local = this.repos.tags(name);
+    const remote = this.tier ? await this.tier.tags(name) : [];
+    if (!local && remote.length === 0) throw new OciError('NAME_UNKNOWN', `repository ${name} is unknown`, { name });
+    return paginate(sortedUnion(local ?? [], remote), n, last);
   }
 
-  /** Repositories in name order; with `visible`, only those it accepts (pagination counts only them). */
-  catalog(n: number | undefined, last: string | undefined, visible?: (name: string) => boolean): Page {
-    const all = this.repos.repositories();
+  /** Repositories in name order, the tier's included; with `visible`, only those it accepts (pagination counts
+   *  only them). */
+  async catalog(n: number | undefined, last: string | undefined, visible?: (name: string) => boolean): Promise<Page> {
+    const remote = this.tier ? await this.tier.repositories() : [];
+    const all = sortedUnion(this.repos.repositories(), remote);
     return paginate(visible ? all.filter(visible) : all, n, last);
   }
 
@@ -324,6 +357,10 @@ export class Registry {
       }));
     return { schemaVersion: 2, mediaType: OCI_INDEX, manifests };
   }
+}
+
+function sortedUnion(a: string[], b: string[]): string[] {
+  return b.length === 0 ? a : [...new Set([...a, ...b])].sort();
 }
 
 /** Sorted-list pagination: items after `last`, at most `n` of them. */

@@ -15,9 +15,21 @@ const REMOTE_REMOVAL_LIMIT_MS = 30_000;
 
 export interface BlobReader {
   size: number;
+  /** When present, called before any response header is sent: a reader from a tier opens its source here, so
+   *  that an unreachable tier is a clean error rather than a cut response. */
+  ready?(range?: { start: number; end: number }): Promise<void>;
   /** Sends the blob (or an inclusive byte range of it) to `dest` and ends it; closes the reader. */
   sendTo(dest: Writable, range?: { start: number; end: number }): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Follows a write as it lands: its temp file, then each running total of bytes on it (read-through readers
+ *  stream the file while it grows). */
+export interface WriteWatch {
+  opened(path: string): void;
+  written(total: number): void;
+  /** Every byte is written and hashed to the expected digest (the fsync and the commit are still to come). */
+  verified(): void;
 }
 
 /**
@@ -271,7 +283,7 @@ export class BlobStore {
    * written (all at once when the size is declared, slab by slab as a chunked body grows). Nothing is left behind
    * on mismatch, refusal or error.
    */
-  async write(source: Readable, expected: Digest, expectedSize?: number): Promise<number> {
+  async write(source: Readable, expected: Digest, expectedSize?: number, watch?: WriteWatch): Promise<number> {
     let size = 0;
     let lease;
     try {
@@ -281,9 +293,10 @@ export class BlobStore {
       throw e;
     }
     try {
-      const tmp = await this.writeTemp(async (fh) => {
+      const tmp = await this.writeTemp(async (fh, path) => {
+        watch?.opened(path);
         const hash = newHash(expected.algorithm);
-        size = await writeStream(source, fh, (c) => hash.update(c), lease.ensure);
+        size = await writeStream(source, fh, (c) => hash.update(c), lease.ensure, watch?.written);
         if ((await fh.stat()).size !== size) throw new Error(`wrote ${size} bytes but the file holds a different size`);
         if (expectedSize !== undefined && size !== expectedSize) {
           throw new OciError('SIZE_INVALID', `received ${size} bytes, expected ${expectedSize}`);
@@ -295,6 +308,7 @@ export class BlobStore {
             actual: actual.value,
           });
         }
+        watch?.verified();
       });
       await this.commit(tmp, expected, size);
       return size;
@@ -316,11 +330,11 @@ export class BlobStore {
   }
 
   /** Fills a new temp file and fsyncs it; the file is removed if filling fails. */
-  private async writeTemp(fill: (fh: FileHandle) => Promise<void>): Promise<string> {
+  private async writeTemp(fill: (fh: FileHandle, path: string) => Promise<void>): Promise<string> {
     const tmp = this.tempPath();
     const fh = await open(tmp, 'wx');
     try {
-      await fill(fh);
+      await fill(fh, tmp);
       await fh.sync();
     } catch (e) {
       await fh.close();

@@ -13,9 +13,11 @@ export type StoreEvent =
   | { type: 'blob-removed'; digest: string; eviction?: boolean }
   /** Its file is gone: a new commit of the same digest may go ahead. */
   | { type: 'blob-unlinked'; digest: string }
-  | { type: 'manifest-put'; repo: string; record: ManifestRecordData; tag?: string }
-  | { type: 'tag-deleted'; repo: string; tag: string }
-  | { type: 'manifest-deleted'; repo: string; digest: string };
+  /** `imported`: read from a tier (another daemon's push), not pushed here. */
+  | { type: 'manifest-put'; repo: string; record: ManifestRecordData; tag?: string; imported?: boolean }
+  /** `local`: removed from this disk only (eviction, repair), not deleted by a client: a tier keeps it. */
+  | { type: 'tag-deleted'; repo: string; tag: string; local?: boolean }
+  | { type: 'manifest-deleted'; repo: string; digest: string; local?: boolean };
 
 /** 'kept': some process refused an eviction's `blob-removed` (a client it answered may be about to reference the
  *  blob), and applied nothing. */

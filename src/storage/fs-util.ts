@@ -135,6 +135,8 @@ export function writeStream(
   fh: FileHandle,
   onChunk: (chunk: Buffer) => void,
   admit?: (total: number) => Promise<void>,
+  /** Told the running total once each batch is on the file (readers may follow a file as it grows). */
+  onWritten?: (total: number) => void,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     let queue: Buffer[] = [];
@@ -173,6 +175,7 @@ export function writeStream(
           if (admit) await admit(written + size);
           unsynced += await writevAll(fh, batch);
           written += size;
+          onWritten?.(written);
           if (unsynced >= SYNC_EVERY) {
             // Start writeback of what is written so far while the network keeps coming, so the fsync at commit
             // finds little left to do: the push then costs max(network, disk) rather than their sum.

@@ -321,7 +321,7 @@ export class RepositoryStore {
    * here: the file first, then this process's memory re-read from it, then the event that has the others do the
    * same — so a process never learns of a change the disk does not hold yet.
    */
-  async putManifest(name: string, rec: ManifestRecord, tag?: string): Promise<void> {
+  async putManifest(name: string, rec: ManifestRecord, tag?: string, imported?: boolean): Promise<void> {
     const data: ManifestRecordData = { ...rec, references: rec.references.toJSON() };
     if (!this.manifest(name, rec.digest)) {
       await writeFileAtomic(this.layout.manifestMeta(name, parseDigest(rec.digest)), JSON.stringify(data), this.layout.tmp);
@@ -332,23 +332,25 @@ export class RepositoryStore {
       await writeFileAtomic(this.layout.tag(name, tag), rec.digest, this.layout.tmp);
       await this.refreshTag(name, tag);
     }
-    await this.listener?.({ type: 'manifest-put', repo: name, record: data, tag });
+    await this.listener?.({ type: 'manifest-put', repo: name, record: data, tag, ...(imported ? { imported } : {}) });
   }
 
-  async deleteTag(name: string, tag: string, batch?: DirSyncs): Promise<void> {
+  /** `local`: an eviction's removal from this disk, not a client's delete (a tier below keeps the tag). */
+  async deleteTag(name: string, tag: string, batch?: DirSyncs, local?: boolean): Promise<void> {
     if (!this.repo(name)?.tags.has(tag)) throw new OciError('MANIFEST_UNKNOWN', `tag ${tag} is unknown in ${name}`);
     const path = this.layout.tag(name, tag);
     await unlinkIfExists(path);
     await syncDir(dirname(path), batch);
     await this.refreshTag(name, tag);
-    await this.listener?.({ type: 'tag-deleted', repo: name, tag });
+    await this.listener?.({ type: 'tag-deleted', repo: name, tag, ...(local ? { local } : {}) });
   }
 
   /**
    * Removes a tag only if its file still points at `digest`: the evictor plans from memory, and another process
    * may have re-pointed the tag a moment ago (its event not applied here yet). The file is moved aside first, so
    * what is judged is exactly what is removed; a tag that turns out to point elsewhere is linked back, unless an
-   * even newer version took its place meanwhile (that one wins). False when the tag was kept.
+   * even newer version took its place meanwhile (that one wins). False when the tag was kept. For the evictor:
+   * the removal is local (see deleteTag).
    */
   async deleteTagIf(name: string, tag: string, digest: string, batch?: DirSyncs): Promise<boolean> {
     const path = this.layout.tag(name, tag);
@@ -372,20 +374,21 @@ export class RepositoryStore {
     await unlinkIfExists(aside);
     await syncDir(dirname(path), batch);
     await this.refreshTag(name, tag);
-    await this.listener?.({ type: 'tag-deleted', repo: name, tag });
+    // An eviction's: removed from this disk only, a tier below keeps the tag.
+    await this.listener?.({ type: 'tag-deleted', repo: name, tag, local: true });
     return true;
   }
 
   /** Removes a manifest from a repository together with every tag pointing at it (tags first). */
-  async deleteManifest(name: string, digest: string, batch?: DirSyncs): Promise<void> {
+  async deleteManifest(name: string, digest: string, batch?: DirSyncs, local?: boolean): Promise<void> {
     const repo = this.repo(name);
     if (!repo?.manifests.has(digest)) throw new OciError('MANIFEST_UNKNOWN', `manifest ${digest} is unknown in ${name}`);
-    for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag, batch);
+    for (const [tag, target] of [...repo.tags]) if (target === digest) await this.deleteTag(name, tag, batch, local);
     const path = this.layout.manifestMeta(name, parseDigest(digest));
     await unlinkIfExists(path);
     await syncDir(dirname(path), batch);
     await this.refreshManifest(name, digest);
-    await this.listener?.({ type: 'manifest-deleted', repo: name, digest });
+    await this.listener?.({ type: 'manifest-deleted', repo: name, digest, ...(local ? { local } : {}) });
     // An emptied repository keeps its (empty) entry: its tag list still answers 200 with no tags.
   }
 }

@@ -15,7 +15,7 @@ const give = (b: Buffer): void => {
 };
 
 /** Resolves when `dest` can take more, or when it is gone (then the caller sees `destroyed`). */
-function writable(dest: Writable): Promise<void> {
+export function writable(dest: Writable): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       dest.off('drain', done).off('close', done).off('error', done);

@@ -337,3 +337,38 @@ describe('auth config', () => {
     expect(none.message).toContain('no rule means no access');
   });
 });
+
+describe('tier.s3', () => {
+  it('is off when absent', async () => {
+    expect((await loadConfig({ env: {} })).tier).toBeUndefined();
+  });
+
+  it('is turned on by BUILDCACHED_S3_BUCKET, with defaults for a custom endpoint', async () => {
+    const c = await loadConfig({ env: { BUILDCACHED_S3_BUCKET: 'ci-cache', BUILDCACHED_S3_ENDPOINT: 'http://127.0.0.1:9000', BUILDCACHED_S3_PREFIX: 'bc/', BUILDCACHED_S3_REGION: 'eu-west-1' } });
+    expect(c.tier?.s3).toMatchObject({
+      bucket: 'ci-cache',
+      endpoint: 'http://127.0.0.1:9000',
+      prefix: 'bc',
+      region: 'eu-west-1',
+      forcePathStyle: true,
+      checksums: 'when_required',
+      uploadConcurrency: 4,
+      partSize: 16 * 1024 * 1024,
+      touchInterval: 3_600_000,
+      tagStaleness: 5_000,
+    });
+  });
+
+  it('keeps AWS defaults without an endpoint', async () => {
+    const c = await loadConfig({ env: { BUILDCACHED_S3_BUCKET: 'ci-cache' } });
+    expect(c.tier?.s3).toMatchObject({ forcePathStyle: false, checksums: 'when_supported', region: 'us-east-1', prefix: '' });
+  });
+
+  it('names the key of a bad value, and wants a bucket', async () => {
+    expect((await configError(loadConfig({ env: { BUILDCACHED_S3_ENDPOINT: 'http://127.0.0.1:9000' } }))).message).toMatch(/tier\.s3\.bucket/);
+    const file = await yamlFile('s3-bad.yaml', 'tier:\n  s3:\n    bucket: ok-bucket\n    partSize: 1MiB\n    checksums: always\n');
+    const msg = (await configError(loadConfig({ file, env: {} }))).message;
+    expect(msg).toMatch(/tier\.s3\.partSize: must be at least 5MiB/);
+    expect(msg).toMatch(/tier\.s3\.checksums/);
+  });
+});

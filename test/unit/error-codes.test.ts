@@ -36,6 +36,7 @@ const ALL: Record<ErrorCode, true> = {
   STORAGE_FULL: true,
   UPLOAD_TOO_LARGE: true,
   NO_ROOM: true,
+  TIER_UNAVAILABLE: true,
   PARAMETER_INVALID: true,
 };
 

@@ -501,3 +501,38 @@ describe('planEviction: generated stores', () => {
     }
   });
 });
+
+describe('planEviction with a tier below (evict to S3)', () => {
+  const withTier = (f: Fixture, inTier: Set<string>): CacheSnapshot => ({ ...snapshot(f), inTier: (x) => inTier.has(x) });
+
+  it('takes local copies of blobs the tier holds, least recently used first, before any reference goes', () => {
+    const f = fixture();
+    const old = reference(f, 'ci/app', 'old', OLD, [3000, 4000]);
+    const hot = reference(f, 'ci/app', 'hot', OLD + 100, [5000]);
+    const p = planEviction(withTier(f, new Set([...old.layers, ...hot.layers])), 6000);
+    expect(kinds(p.steps)).toEqual(['blob', 'blob']);
+    expect(blobSteps(p.steps).map((s) => [s.digest, s.reason])).toEqual([
+      [old.layers[0], 'offloaded'],
+      [old.layers[1], 'offloaded'],
+    ]);
+    expect(p.bytes).toBe(7000);
+  });
+
+  it('never offloads what the tier does not hold or what is protected, and falls back to dropping references', () => {
+    const f = fixture();
+    const a = reference(f, 'ci/app', 'a', OLD, [3000, 4000]);
+    f.protectedSet.add(a.layers[0]!);
+    const p = planEviction(withTier(f, new Set([a.layers[0]!])), 2000);
+    expect(blobSteps(p.steps).some((s) => s.reason === 'offloaded')).toBe(false);
+    // Nothing could be offloaded: the reference would release a protected blob, so it is kept whole.
+    expect(tagSteps(p.steps)).toEqual([]);
+  });
+
+  it('leaves prune (references older than, under a prefix) as it was', () => {
+    const f = fixture();
+    const a = reference(f, 'ci/app', 'a', OLD, [3000]);
+    const p = planEviction(withTier(f, new Set(a.layers)), Infinity, { before: NOW });
+    expect(blobSteps(p.steps).every((s) => s.reason !== 'offloaded')).toBe(true);
+    expect(tagSteps(p.steps).map((s) => s.tag)).toEqual(['a']);
+  });
+});

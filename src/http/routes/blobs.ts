@@ -40,6 +40,7 @@ export function blobRoutes(registry: Registry): Router {
     let range;
     try {
       range = parseRange(req.headers.range, reader.size);
+      await reader.ready?.(range);
     } catch (e) {
       await reader.close();
       throw e;

@@ -18,20 +18,20 @@ export const REFERRERS_PATH = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
 export function listingRoutes(registry: Registry): Router {
   const r = Router();
 
-  r.get(TAGS_LIST_PATH, (req, res) => {
+  r.get(TAGS_LIST_PATH, async (req, res) => {
     res.locals.route = '/v2/<name>/tags/list';
     const name = nameParam(req);
     res.locals.repo = name;
     const n = pageSize(req);
-    const page = registry.tags(name, n, queryParam(req, 'last'));
+    const page = await registry.tags(name, n, queryParam(req, 'last'));
     linkNext(res, `/v2/${name}/tags/list`, page, n);
     res.json({ name, tags: page.items });
   });
 
-  r.get(CATALOG_PATH, (req, res) => {
+  r.get(CATALOG_PATH, async (req, res) => {
     res.locals.route = '/v2/_catalog';
     const n = pageSize(req);
-    const page = registry.catalog(n, queryParam(req, 'last'), accessOf(res).visible);
+    const page = await registry.catalog(n, queryParam(req, 'last'), accessOf(res).visible);
     linkNext(res, '/v2/_catalog', page, n);
     res.json({ repositories: page.items });
   });

@@ -1,0 +1,44 @@
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../observability/logger.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { Layout } from '../storage/layout.js';
+import type { RepositoryStore } from '../storage/repository-store.js';
+import { OwnerDirectory } from './directory.js';
+import { S3Tier, s3Client } from './s3-tier.js';
+import { WriteBack } from './write-back.js';
+
+/** The tier as the data directory's owner runs it: the store itself, the write-back queue, the directory. */
+export interface OwnerTier {
+  tier: S3Tier;
+  writeBack: WriteBack;
+  directory: OwnerDirectory;
+}
+
+/** The configured tier for a process that only reads from it (a worker); undefined without one. */
+export function readerTier(config: Config): S3Tier | undefined {
+  const s3 = config.tier?.s3;
+  return s3 ? new S3Tier(s3Client(s3), s3) : undefined;
+}
+
+/**
+ * Opens the configured tier for the owner: checks that the bucket exists and takes these credentials (start-up
+ * stops otherwise, saying which), then replays the write-back journal and starts uploading.
+ */
+export async function openOwnerTier(
+  config: Config,
+  layout: Layout,
+  blobs: BlobStore,
+  repos: RepositoryStore,
+  log: Logger,
+  serving: boolean,
+): Promise<OwnerTier | undefined> {
+  const s3 = config.tier?.s3;
+  const tier = readerTier(config);
+  if (!s3 || !tier) return undefined;
+  // The CLI's own opening (no daemon runs) reads the journal only: it uploads nothing, so it needs no bucket.
+  if (serving) await tier.check();
+  const writeBack = new WriteBack(tier, layout, blobs, repos, s3.uploadConcurrency, log);
+  await writeBack.open();
+  if (serving) log.info({ bucket: s3.bucket, prefix: s3.prefix, endpoint: s3.endpoint ?? null, backlog: writeBack.status().backlog }, 'S3 tier ready');
+  return { tier, writeBack, directory: new OwnerDirectory(tier, writeBack) };
+}
