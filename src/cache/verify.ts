@@ -91,6 +91,7 @@ async function readRepositories(layout: Layout): Promise<DiskRepository[]> {
         }
       }
       for (const tag of await listDir(join(dir, '_tags'))) {
+        if (tag.startsWith('.')) continue; // an eviction's tag set aside (RepositoryStore.deleteTagIf), no tag
         repo.tags.set(tag, (await readFile(join(dir, '_tags', tag), 'utf8').catch(() => '')).trim());
       }
       out.push(repo);

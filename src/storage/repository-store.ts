@@ -197,6 +197,8 @@ export class RepositoryStore {
       }
     }
     for (const tag of list(join(base, '_tags'))) {
+      // A tag an eviction was judging when the process died (see deleteTagIf): it was on its way out.
+      if (tag.startsWith('.')) continue;
       let target = '';
       let changed = 0;
       try {
@@ -354,7 +356,8 @@ export class RepositoryStore {
    */
   async deleteTagIf(name: string, tag: string, digest: string, batch?: DirSyncs): Promise<boolean> {
     const path = this.layout.tag(name, tag);
-    const aside = join(this.layout.tmp, `tag-${randomUUID()}`);
+    // Beside the tag, under a name no tag can have (tags never start with a dot): same directory, one rename.
+    const aside = join(dirname(path), `.evicting-${randomUUID()}`);
     try {
       await rename(path, aside);
     } catch (e) {
@@ -364,10 +367,14 @@ export class RepositoryStore {
     }
     const target = (await readFile(aside, 'utf8').catch(() => '')).trim();
     if (target !== digest) {
-      await link(aside, path).catch((e: unknown) => {
-        if (errnoCode(e) !== 'EEXIST') throw e;
-      });
-      await unlinkIfExists(aside);
+      try {
+        await link(aside, path);
+        await unlinkIfExists(aside);
+      } catch (e) {
+        // EEXIST: a newer version took its place, which wins. Otherwise (a full disk) move it back as it was.
+        if (errnoCode(e) === 'EEXIST') await unlinkIfExists(aside);
+        else await rename(aside, path);
+      }
       await this.refreshTag(name, tag);
       return false;
     }

@@ -235,6 +235,7 @@ export async function tagsOnDisk(dataDir: string): Promise<Map<string, string>> 
     for (const name of await listDir(dir)) {
       if (name === '_tags') {
         for (const t of await listDir(join(dir, '_tags'))) {
+          if (t.startsWith('.')) continue; // set aside by an eviction, not a tag
           out.set(`${rel}:${t}`, (await readFile(join(dir, '_tags', t), 'utf8').catch(() => '')).trim());
         }
       } else if (!name.startsWith('_')) {

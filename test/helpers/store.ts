@@ -52,7 +52,12 @@ export async function blobTree(dataDir: string): Promise<BlobTree> {
       }
       for (const name of await listDir(dir)) {
         const p = join(dir, name);
-        const st = await stat(p);
+        // A blob evicted while the walk runs is simply not there.
+        const st = await stat(p).catch((e: NodeJS.ErrnoException) => {
+          if (e.code === 'ENOENT') return undefined;
+          throw e;
+        });
+        if (!st) continue;
         if (st.isFile() && name.length === hexLen && /^[0-9a-f]+$/.test(name) && name.startsWith(prefix)) {
           blobs.set(`${algorithm}:${name}`, { path: p, size: st.size });
         } else {
