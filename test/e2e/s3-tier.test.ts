@@ -233,6 +233,23 @@ describe.each([1, 2])('several daemons on one bucket, reader with --workers %i',
 });
 
 const skopeoMissing = !haveTool('skopeo') && process.env.CI !== 'true';
+describe('branch fallback through the bucket', () => {
+  it('a new branch on daemon B falls back to main, which only daemon A received', async () => {
+    const s3 = await startS3();
+    const a = await startTierDaemon(s3, { workers: 1 });
+    // A top-level key after the tier's lines.
+    const fallback = 'registry:\n  fallback:\n    - repositories: ["**"]\n      tags: ["feature-*"]\n      to: [main]\n';
+    const b = await startTierDaemon(s3, { workers: 2, s3Yaml: fallback });
+    const ref = await pushRef(a.client, 'share/app', 'main', randomLayers([300 * KiB, 40 * KiB]));
+    await drained(a);
+    const m = await b.client.getManifest('share/app', 'feature-x');
+    expect(m.status).toBe(200);
+    expect(m.headers['buildcached-fallback']).toBe('main');
+    expect(m.headers['docker-content-digest']).toBe(ref.digest);
+    expect((await pullRef(b.client, 'share/app', 'feature-x')).status).toBe('ok');
+  }, 90_000);
+});
+
 describe.skipIf(skopeoMissing)('skopeo through two daemons on one bucket', () => {
   it('an image pushed to A with skopeo is pulled from B byte for byte', async () => {
     requireTools({ skopeo: 'skopeo' });
