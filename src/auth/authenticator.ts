@@ -1,6 +1,6 @@
 import type { Htpasswd } from './htpasswd.js';
 import type { LoginGuard } from './login-limiter.js';
-import type { OidcVerifier } from './oidc.js';
+import type { OidcVerifier, VerifiedJwt } from './oidc.js';
 import type { Policy } from './policy.js';
 import { ANONYMOUS, type Principal } from './principal.js';
 import type { Scope } from './scope.js';
@@ -50,6 +50,9 @@ export class Authenticator {
 
   /** A user name and password (or JWT) as given to Basic auth or the token endpoint's password grant. */
   async login(user: string, password: string, address: string): Promise<Authentication> {
+    // Credentials verified a moment ago (Basic on every request) are no login attempt: nothing to count or wait for.
+    const known = await this.known(user, password);
+    if (known) return { ok: true, identity: known };
     const blockedFor = this.guard.admit(address);
     if (blockedFor > 0) return { ok: false, blockedFor };
     let identity: Identity | undefined;
@@ -64,6 +67,24 @@ export class Authenticator {
     return identity ? { ok: true, identity } : { ok: false };
   }
 
+  /** The identity of credentials whose check is cached (or, for our own tokens, costs one HMAC). */
+  private async known(user: string, password: string): Promise<Identity | undefined> {
+    const issuer = jwtIssuer(password);
+    if (issuer === ISSUER) return this.bearer(password, 'refresh');
+    if (issuer !== undefined) {
+      const jwt = this.oidc?.cached(password);
+      return jwt && this.oidcIdentity(jwt);
+    }
+    const fingerprint = await this.htpasswd?.cached(user, password);
+    return fingerprint === undefined ? undefined : { principal: { kind: 'user', name: user }, fingerprint };
+  }
+
+  private oidcIdentity(jwt: VerifiedJwt): Identity {
+    const claims: Record<string, unknown> = {};
+    for (const k of this.policy.claimNames) if (k in jwt.claims) claims[k] = jwt.claims[k];
+    return { principal: { kind: 'oidc', issuer: jwt.issuer, subject: jwt.subject, claims } };
+  }
+
   private async check(user: string, password: string): Promise<Identity | undefined> {
     const issuer = jwtIssuer(password);
     // A refresh token of ours (what `docker login` stores as its identity token, or what a CI job got for its
@@ -73,10 +94,7 @@ export class Authenticator {
     if (issuer !== undefined) {
       if (!this.oidc) return undefined;
       const jwt = await this.oidc.verify(password);
-      if (!jwt) return undefined;
-      const claims: Record<string, unknown> = {};
-      for (const k of this.policy.claimNames) if (k in jwt.claims) claims[k] = jwt.claims[k];
-      return { principal: { kind: 'oidc', issuer: jwt.issuer, subject: jwt.subject, claims } };
+      return jwt && this.oidcIdentity(jwt);
     }
     const fingerprint = await this.htpasswd?.verify(user, password);
     return fingerprint === undefined ? undefined : { principal: { kind: 'user', name: user }, fingerprint };

@@ -89,9 +89,19 @@ export class Htpasswd {
     return (await this.file.current()).entries.get(user)?.fingerprint;
   }
 
+  private key(user: string, password: string): string {
+    return createHash('sha256').update(user).update('\0').update(password).digest('base64url');
+  }
+
+  /** The user's fingerprint when this password was verified a moment ago (no bcrypt), else undefined. */
+  async cached(user: string, password: string): Promise<string | undefined> {
+    const entry = (await this.file.current()).entries.get(user);
+    return entry && this.verified.get(this.key(user, password)) === entry.fingerprint ? entry.fingerprint : undefined;
+  }
+
   /** The user's fingerprint when the password is right, else undefined; TOOMANYREQUESTS when too many wait. */
   async verify(user: string, password: string): Promise<string | undefined> {
-    const key = createHash('sha256').update(user).update('\0').update(password).digest('base64url');
+    const key = this.key(user, password);
     const users = await this.file.current();
     const entry = users.entries.get(user);
     if (entry && this.verified.get(key) === entry.fingerprint) return entry.fingerprint;

@@ -73,6 +73,11 @@ export class OidcVerifier {
     for (const i of this.issuers.values()) await i.load();
   }
 
+  /** The token when it was verified a moment ago (no signature check), else undefined. */
+  cached(token: string): VerifiedJwt | undefined {
+    return this.verified.get(createHash('sha256').update(token).digest('base64url'));
+  }
+
   /** The verified token, or undefined: unknown issuer, bad signature, wrong audience, expired, not yet valid. */
   async verify(token: string): Promise<VerifiedJwt | undefined> {
     const key = createHash('sha256').update(token).digest('base64url');

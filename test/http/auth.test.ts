@@ -397,6 +397,20 @@ describe('what the security review found', () => {
     }
   });
 
+  it('a client sending known-good Basic credentials on every request, many at once, is never limited', async () => {
+    const f = await authFixture();
+    const r = await startRegistry({ auth: { ...f.auth, failedLogins: { max: 10, window: '1m' } } });
+    try {
+      const ci = basic('ci', PASSWORDS.ci);
+      expect((await r.http().get('/v2/').set('Authorization', ci)).status).toBe(200);
+      const results = await Promise.all(Array.from({ length: 40 }, () => r.http().get('/v2/').set('Authorization', ci)));
+      expect(results.map((x) => x.status).filter((s) => s !== 200)).toEqual([]);
+    } finally {
+      await r.close();
+      await f.close();
+    }
+  });
+
   it('an access token stops working when the rules no longer allow what it grants (rules change on a restart)', async () => {
     const f = await authFixture([{ user: 'reader', repositories: ['extra/**'], actions: ['pull', 'push'] }]);
     const first = await startRegistry({ auth: f.auth });
