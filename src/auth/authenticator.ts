@@ -50,7 +50,10 @@ export class Authenticator {
 
   /** A user name and password (or JWT) as given to Basic auth or the token endpoint's password grant. */
   async login(user: string, password: string, address: string): Promise<Authentication> {
-    // Credentials verified a moment ago (Basic on every request) are no login attempt: nothing to count or wait for.
+    // A blocked address is refused whatever it sends, the right password too.
+    const blocked = this.guard.retryAfter(address);
+    if (blocked > 0) return { ok: false, blockedFor: blocked };
+    // Credentials verified a moment ago (Basic on every request) are no new attempt: nothing to count or wait for.
     const known = await this.known(user, password);
     if (known) return { ok: true, identity: known };
     const blockedFor = this.guard.admit(address);

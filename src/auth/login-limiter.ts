@@ -2,6 +2,8 @@ import { LRUCache } from 'lru-cache';
 
 /** What the HTTP layer asks about logins from an address: local answers only, so a request never waits for them. */
 export interface LoginGuard {
+  /** Seconds `address` is blocked for (too many failures), 0 when it is not; counts nothing. */
+  retryAfter(address: string): number;
   /** 0 admits an attempt (which must then be settled); otherwise the seconds to wait before trying again. */
   admit(address: string): number;
   settle(address: string, failed: boolean): void;
@@ -44,6 +46,11 @@ export class LoginLimiter {
       w.resetAt = now + this.limits.windowMs;
     }
     return w;
+  }
+
+  retryAfter(address: string): number {
+    const w = this.window(address);
+    return w.failures >= this.limits.maxFailures ? Math.max(1, Math.ceil((w.resetAt - this.now()) / 1000)) : 0;
   }
 
   admit(address: string): number {
@@ -98,5 +105,5 @@ export class BlockList {
 /** The guard of a single process: counts and blocks locally. */
 export function localGuard(limits: LoginLimits): LoginGuard {
   const limiter = new LoginLimiter(limits);
-  return { admit: (a) => limiter.admit(a), settle: (a, failed) => limiter.settle(a, failed) };
+  return { retryAfter: (a) => limiter.retryAfter(a), admit: (a) => limiter.admit(a), settle: (a, failed) => limiter.settle(a, failed) };
 }

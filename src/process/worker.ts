@@ -139,6 +139,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   const limits = loginLimits(config);
   const logins = new LoginLimiter({ ...limits, maxFailures: Math.max(1, Math.ceil(limits.maxFailures / config.workers)) });
   const loginGuard: LoginGuard = {
+    retryAfter: (address) => blocked.retryAfter(address) || logins.retryAfter(address),
     admit: (address) => blocked.retryAfter(address) || logins.admit(address),
     settle: (address, failed) => {
       logins.settle(address, failed);
