@@ -73,6 +73,8 @@ export class Authenticator {
   /** The identity of credentials whose check is cached (or, for our own tokens, costs one HMAC). */
   private async known(user: string, password: string): Promise<Identity | undefined> {
     const issuer = jwtIssuer(password);
+    // A refresh token of ours (what `docker login` stores as its identity token, or what a CI job got for its
+    // JWT) works as a password too, so clients that only know user:password outlive a five-minute JWT.
     if (issuer === ISSUER) return this.bearer(password, 'refresh');
     if (issuer !== undefined) {
       const jwt = this.oidc?.cached(password);
@@ -88,11 +90,11 @@ export class Authenticator {
     return { principal: { kind: 'oidc', issuer: jwt.issuer, subject: jwt.subject, claims } };
   }
 
+  /** The full check of credentials `known` could not vouch for. */
   private async check(user: string, password: string): Promise<Identity | undefined> {
     const issuer = jwtIssuer(password);
-    // A refresh token of ours (what `docker login` stores as its identity token, or what a CI job got for its
-    // JWT) works as a password too, so clients that only know user:password outlive a five-minute JWT.
-    if (issuer === ISSUER) return this.bearer(password, 'refresh');
+    // A token of ours that `known` did not accept is invalid: there is nothing slower to try.
+    if (issuer === ISSUER) return undefined;
     // Any other JWT is a CI job's, never tried as a password.
     if (issuer !== undefined) {
       if (!this.oidc) return undefined;

@@ -99,16 +99,15 @@ export class Htpasswd {
     return entry && this.verified.get(this.key(user, password)) === entry.fingerprint ? entry.fingerprint : undefined;
   }
 
-  /** The user's fingerprint when the password is right, else undefined; TOOMANYREQUESTS when too many wait. */
+  /** The user's fingerprint when the password is right, else undefined; TOOMANYREQUESTS when too many wait.
+   *  Always runs bcrypt: `cached` is the cheap look first. */
   async verify(user: string, password: string): Promise<string | undefined> {
-    const key = this.key(user, password);
     const users = await this.file.current();
     const entry = users.entries.get(user);
-    if (entry && this.verified.get(key) === entry.fingerprint) return entry.fingerprint;
     if (this.checks.size >= WAITING_CHECKS) throw new OciError('TOOMANYREQUESTS', 'too many logins being checked; retry shortly', { retryAfter: 1 });
     const ok = await this.checks.add(() => bcrypt.compare(password, entry?.hash ?? users.dummy));
     if (!ok || !entry) return undefined;
-    this.verified.set(key, entry.fingerprint);
+    this.verified.set(this.key(user, password), entry.fingerprint);
     return entry.fingerprint;
   }
 }

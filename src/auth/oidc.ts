@@ -19,6 +19,9 @@ export interface VerifiedJwt {
   claims: JWTPayload;
 }
 
+/** Verified tokens are remembered by a hash, never the token itself. */
+const keyOf = (token: string) => createHash('sha256').update(token).digest('base64url');
+
 /** Asymmetric algorithms only: a JWKS never holds an HMAC secret, and `none` is never a signature. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 const FETCH_TIMEOUT_MS = 5_000;
@@ -75,14 +78,12 @@ export class OidcVerifier {
 
   /** The token when it was verified a moment ago (no signature check), else undefined. */
   cached(token: string): VerifiedJwt | undefined {
-    return this.verified.get(createHash('sha256').update(token).digest('base64url'));
+    return this.verified.get(keyOf(token));
   }
 
-  /** The verified token, or undefined: unknown issuer, bad signature, wrong audience, expired, not yet valid. */
+  /** The verified token, or undefined: unknown issuer, bad signature, wrong audience, expired, not yet valid.
+   *  Always checks the signature: `cached` is the cheap look first. */
   async verify(token: string): Promise<VerifiedJwt | undefined> {
-    const key = createHash('sha256').update(token).digest('base64url');
-    const hit = this.verified.get(key);
-    if (hit) return hit;
     const iss = jwtIssuer(token);
     const issuer = iss === undefined ? undefined : this.issuers.get(iss);
     if (!issuer) return undefined;
@@ -96,7 +97,7 @@ export class OidcVerifier {
       });
       const out: VerifiedJwt = { issuer: issuer.config.issuer, subject: String(payload.sub), claims: payload };
       const ttl = (payload.exp! + this.skewSeconds) * 1000 - Date.now();
-      if (ttl > 0) this.verified.set(key, out, { ttl });
+      if (ttl > 0) this.verified.set(keyOf(token), out, { ttl });
       return out;
     } catch (err) {
       // The reason helps the operator; the token itself is never logged.

@@ -352,6 +352,18 @@ describe('tenant isolation with auth on', () => {
   });
 });
 
+/** A registry of its own with the fixture's auth and a failed-login limit of 10 a minute, closed after `run`. */
+async function withLimitedRegistry(run: (r: TestRegistry) => Promise<void>): Promise<void> {
+  const f = await authFixture();
+  const r = await startRegistry({ auth: { ...f.auth, failedLogins: { max: 10, window: '1m' } } });
+  try {
+    await run(r);
+  } finally {
+    await r.close();
+    await f.close();
+  }
+}
+
 describe('what the security review found', () => {
   it('a foreign-layer descriptor (urls) naming another tenant\'s digest grants nothing', async () => {
     const f = await authFixture([{ user: 'reader', repositories: ['evil/**'], actions: ['pull', 'push', 'delete'] }]);
@@ -383,33 +395,21 @@ describe('what the security review found', () => {
     }
   });
 
-  it('a burst of concurrent wrong logins cannot outrun the limit', async () => {
-    const f = await authFixture();
-    const r = await startRegistry({ auth: { ...f.auth, failedLogins: { max: 10, window: '1m' } } });
-    try {
+  it('a burst of concurrent wrong logins cannot outrun the limit', () =>
+    withLimitedRegistry(async (r) => {
       const results = await Promise.all(Array.from({ length: 60 }, (_, i) => r.http().get('/v2/').set('Authorization', basic('ci', `burst-${i}`))));
       const statuses = results.map((x) => x.status);
       expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(10);
       expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(50);
-    } finally {
-      await r.close();
-      await f.close();
-    }
-  });
+    }));
 
-  it('a client sending known-good Basic credentials on every request, many at once, is never limited', async () => {
-    const f = await authFixture();
-    const r = await startRegistry({ auth: { ...f.auth, failedLogins: { max: 10, window: '1m' } } });
-    try {
+  it('a client sending known-good Basic credentials on every request, many at once, is never limited', () =>
+    withLimitedRegistry(async (r) => {
       const ci = basic('ci', PASSWORDS.ci);
       expect((await r.http().get('/v2/').set('Authorization', ci)).status).toBe(200);
       const results = await Promise.all(Array.from({ length: 40 }, () => r.http().get('/v2/').set('Authorization', ci)));
       expect(results.map((x) => x.status).filter((s) => s !== 200)).toEqual([]);
-    } finally {
-      await r.close();
-      await f.close();
-    }
-  });
+    }));
 
   it('an access token stops working when the rules no longer allow what it grants (rules change on a restart)', async () => {
     const f = await authFixture([{ user: 'reader', repositories: ['extra/**'], actions: ['pull', 'push'] }]);
