@@ -5,6 +5,7 @@
  * app:feature-x, and its next import reads its own. The fallbacks served are counted across workers in `status`.
  */
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -74,5 +75,25 @@ describe('branch fallback with --workers 2', () => {
     expect(lines).toHaveLength(7);
     expect(new Set(lines.map((l) => l.pid)).size).toBe(2);
     expect(servingPids(daemon, REPO).size).toBe(2);
+  });
+
+  it('@recent agrees across workers: the tag pushed last through one worker answers through the other', async () => {
+    const other = 'cache/other';
+    const fresh = () => new RegistryClient(daemon.url, new http.Agent({ keepAlive: false }));
+    const blob = randomBytes(1000);
+    expect((await fresh().pushBlob(other, blob, 'post-put')).status).toBe(201);
+    const config = buildkitCacheConfig([blob], 'recent');
+    expect((await fresh().pushBlob(other, config, 'post-put')).status).toBe(201);
+    const index = buildkitCacheIndex([blob], config);
+    expect((await fresh().putManifest(other, 'a', index, MT.OCI_INDEX)).status).toBe(201);
+    await new Promise((r) => setTimeout(r, 20));
+    const second = buildkitCacheIndex([blob, blob], config);
+    expect((await fresh().putManifest(other, 'b', second, MT.OCI_INDEX)).status).toBe(201);
+    // Each lookup on its own connection, so they spread over both workers.
+    for (let i = 0; i < 6; i++) {
+      const m = await fresh().getManifest(other, `pr-${i}`);
+      expect(m.headers['buildcached-fallback']).toBe('b');
+    }
+    expect(servingPids(daemon, other).size).toBe(2);
   });
 });
