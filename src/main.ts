@@ -150,6 +150,19 @@ storeCommand('verify', 're-hash every blob, check every manifest and tag; exit 2
     if (report.problems.some((p) => !p.repaired)) process.exitCode = 2;
   });
 
+storeCommand('tier-retention', "apply the S3 bucket's own bound now: touch what is used here, expire what no daemon used for retentionDays")
+  .option('--dry-run', 'count what would expire, remove and touch nothing')
+  .option('--json', 'print JSON')
+  .action(async (opts: StoreFlags & { dryRun?: boolean }) => {
+    const r = await callAdmin(await configFor(opts), {
+      method: 'POST',
+      path: `/admin/v1/tier/retention${opts.dryRun ? '?dryRun=1' : ''}`,
+      direct: (a) => a.tierRetention(!!opts.dryRun),
+    });
+    const verb = r.dryRun ? 'would expire' : 'expired';
+    print(opts.json, r, `${verb} ${r.tags} tag(s), ${r.manifests} manifest(s), ${r.blobs} blob(s) (${r.bytes} bytes); touched ${r.touched}; uploaded again ${r.reuploaded}; dropped here ${r.droppedLocally}; ${r.ms} ms`);
+  });
+
 storeCommand('health', 'exit 0 when the daemon on this data directory answers GET /healthz (for Docker HEALTHCHECK)')
   .action(async (opts: StoreFlags) => {
     const layout = new Layout(resolve((await configFor(opts)).storage.dir));

@@ -113,7 +113,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
   const members = await openMembership(config, layout, table, true);
   let tier: OwnerTier | undefined;
   try {
-    tier = await openOwnerTier(config, layout, blobs, repos, log, opts.serving ?? true);
+    tier = await openOwnerTier(config, layout, blobs, repos, recency, log, opts.serving ?? true);
   } catch (e) {
     await recency.close();
     throw e;
@@ -175,12 +175,15 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
         // repaired away.
         present: async (d) =>
           tier.writeBack.blobSize(d) !== undefined || tier.tier.head(tierKeys.blob(parseDigest(d))).then((size) => size !== undefined, () => true),
+        ...(tier.retention ? { retention: (dryRun: boolean) => tier.retention!.run(dryRun) } : {}),
       },
     ),
     ledger,
     ...(tier ? { tier } : {}),
     startBackground() {
       tier?.writeBack.start();
+      const retention = tier?.retention;
+      if (retention) every(config.tier!.s3!.touchInterval, () => retention.run(), 'bucket retention');
       every(5_000, () => recency.flush(), 'recency flush');
       every(5_000, () => references.flush(), 'reference analytics flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');

@@ -1,3 +1,4 @@
+import { OciError } from '../core/errors.js';
 import { nowSeconds } from './clock.js';
 import type { EvictionReport, Evictor, RecentRun } from './evictor.js';
 import { listReferences, type ReferenceInfo } from './inventory.js';
@@ -9,6 +10,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { Layout } from '../storage/layout.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
 import type { TierStats } from '../tiers/write-back.js';
+import type { RetentionReport } from '../tiers/retention.js';
 
 export interface Status {
   bytesUsed: number;
@@ -37,6 +39,8 @@ export interface AdminApi {
   verify(repair: boolean): Promise<VerifyReport>;
   /** The references with their own/shared bytes and analytics (pushes, imports, saved uploads, warnings). */
   references(repoPrefix?: string): Promise<ReferenceReport[]>;
+  /** One sweep of the S3 tier's own bound now (it also runs every tier.s3.touchInterval). */
+  tierRetention(dryRun: boolean): Promise<RetentionReport>;
 }
 
 /** `--repo org/` (as one writes a prefix) means `org`: prefixes match whole path components. */
@@ -55,8 +59,18 @@ export class Admin implements AdminApi {
     private readonly evictor: Evictor,
     private readonly stats: ReferenceStats,
     private readonly fallbacks: ReadonlyMap<string, number> = new Map(),
-    private readonly tier?: { status(): TierStats; degraded(): boolean; present(digest: string): Promise<boolean> },
+    private readonly tier?: {
+      status(): TierStats;
+      degraded(): boolean;
+      present(digest: string): Promise<boolean>;
+      retention?: (dryRun: boolean) => Promise<RetentionReport>;
+    },
   ) {}
+
+  async tierRetention(dryRun: boolean): Promise<RetentionReport> {
+    if (!this.tier?.retention) throw new OciError('UNSUPPORTED', 'no bucket bound to run: configure tier.s3 with retentionDays above 0');
+    return this.tier.retention(dryRun);
+  }
 
   async status(): Promise<Status> {
     const usage = this.evictor.usage();

@@ -182,8 +182,9 @@ const s3 = z
     checksums: z.enum(['when_required', 'when_supported']).optional(),
     uploadConcurrency: z.number().int().min(1).max(256).default(4),
     partSize: bytes.refine((n) => n >= 5 * 1024 * 1024, 'must be at least 5MiB (the S3 minimum part size)').default(16 * 1024 * 1024),
-    retentionDays: z.number().int().min(0).default(30),
-    touchInterval: duration.default(3_600_000),
+    // Fractions allowed (a short bound for a trial); 0 keeps the bucket's content forever.
+    retentionDays: z.number().min(0).default(30),
+    touchInterval: duration.refine((ms) => ms >= 1000, 'must be at least 1s').default(3_600_000),
     tagStaleness: duration.default(5_000),
   })
   .transform((t) => ({

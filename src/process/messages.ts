@@ -68,7 +68,9 @@ export type PrimaryMessage =
   /** Too many failed logins from `address`: every worker refuses its credentials until `until` (ms epoch). */
   | { kind: 'login-blocked'; address: string; until: number }
   /** Send this worker's metrics snapshot (answered with `metrics` and the same id). */
-  | { kind: 'metrics-collect'; id: number };
+  | { kind: 'metrics-collect'; id: number }
+  /** The tier no longer holds this blob (deleted or expired): a size remembered for it is dropped. */
+  | { kind: 'tier-forget'; digest: string };
 
 export const isMessage = (m: unknown): m is { kind: string } =>
   typeof m === 'object' && m !== null && typeof (m as { kind?: unknown }).kind === 'string';

@@ -130,6 +130,9 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   };
   store.blobs.subscribe((e) => committed(e));
   store.repos.subscribe((e) => committed(e));
+  store.tier?.writeBack.onForget((digest) => {
+    for (const w of live) post(w, { kind: 'tier-forget', digest });
+  });
 
   // The store's gauges and this process's own figures live here; the HTTP counters live in the workers.
   let metrics: ClusterMetrics | undefined;

@@ -197,6 +197,8 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
       channel.settle(msg);
     } else if (msg.kind === 'metrics-collect') {
       void metrics?.registry.getMetricsAsJSON().then((snapshot) => send({ kind: 'metrics', id: msg.id, snapshot }));
+    } else if (msg.kind === 'tier-forget') {
+      tierSizes.delete(msg.digest);
     }
   };
   for (const m of pending.splice(0)) handle(m);

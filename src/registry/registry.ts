@@ -138,7 +138,7 @@ export class Registry {
       // 405 rather than 403: clients treat it as "this registry does not delete this", never as a failed login.
       throw new OciError('UNSUPPORTED', `blob ${d.value} is still referenced by ${holders} manifest(s); delete them first`);
     }
-    await this.blobs.delete(d);
+    await this.blobs.delete(d, { byClient: true });
   }
 
   /** Reports what a write committed (or that the disk is full) to the cache layer. */

@@ -352,9 +352,10 @@ export class BlobStore {
    * The unlink is not fsynced: should a crash undo it, the blob comes back as a complete, verified file that no
    * manifest references (those went, durably, before it), which the next collection removes again. Syncing each
    * blob's directory made a large prune take minutes. With `moveTo` (verify's quarantine) the file is moved there
-   * instead of unlinked.
+   * instead of unlinked. `byClient`: a client's DELETE, which a tier below carries out too (an eviction or a
+   * repair removes the local copy only).
    */
-  async delete(d: Digest, opts: { eviction?: boolean; moveTo?: string } = {}): Promise<boolean> {
+  async delete(d: Digest, opts: { eviction?: boolean; moveTo?: string; byClient?: boolean } = {}): Promise<boolean> {
     const size = this.table.size(d.value);
     const used = this.table.used(d.value);
     this.removals++;
@@ -372,7 +373,7 @@ export class BlobStore {
     let settled!: () => void;
     this.deleting.set(d.value, new Promise<void>((done) => (settled = done)));
     const removal = (async () => {
-      const verdict = await this.listener?.({ type: 'blob-removed', digest: d.value, eviction: opts.eviction });
+      const verdict = await this.listener?.({ type: 'blob-removed', digest: d.value, eviction: opts.eviction, ...(opts.byClient ? { byClient: true } : {}) });
       if (verdict === 'kept' || this.recommitted.delete(d.value)) {
         const kept = this.table.size(d.value) ?? size;
         settleBytes();

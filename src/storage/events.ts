@@ -9,8 +9,9 @@ import type { ManifestRecordData } from './repository-store.js';
 export type StoreEvent =
   | { type: 'blob-added'; digest: string; size: number }
   /** The blob is being removed: every lookup must miss it from now on. By eviction, a process that answered a
-   *  HEAD or mount for it within the grace window may keep it instead (see StoreListener). */
-  | { type: 'blob-removed'; digest: string; eviction?: boolean }
+   *  HEAD or mount for it within the grace window may keep it instead (see StoreListener).
+   *  `byClient`: a client's DELETE, not an eviction or a repair: a tier below deletes it too. */
+  | { type: 'blob-removed'; digest: string; eviction?: boolean; byClient?: boolean }
   /** Its file is gone: a new commit of the same digest may go ahead. */
   | { type: 'blob-unlinked'; digest: string }
   /** `imported`: read from a tier (another daemon's push), not pushed here. */

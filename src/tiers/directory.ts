@@ -25,7 +25,9 @@ export class OwnerDirectory implements TierDirectory {
   constructor(
     private readonly tier: Tier,
     private readonly writeBack: WriteBack,
-  ) {}
+  ) {
+    writeBack.onForget((digest) => this.exists.delete(digest));
+  }
 
   knownSize(digest: string): number | undefined {
     if (this.corrupt.has(digest)) return undefined;

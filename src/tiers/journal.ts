@@ -8,6 +8,7 @@
  *   t REPO TAG        upload a tag (its target at upload time)
  *   x REPO TAG        delete a tag from the tier
  *   y REPO DIGEST     delete a manifest record from the tier
+ *   z DIGEST          delete a blob from the tier (a client's delete; done also records an expiry's)
  * `c ITEM` cancels an item that went away locally before it could be uploaded.
  * A line cut short by a crash is skipped: it was never acknowledged to anyone but this process.
  */
@@ -17,7 +18,8 @@ export type Item =
   | { kind: 'm'; repo: string; digest: string }
   | { kind: 't'; repo: string; tag: string }
   | { kind: 'x'; repo: string; tag: string }
-  | { kind: 'y'; repo: string; digest: string };
+  | { kind: 'y'; repo: string; digest: string }
+  | { kind: 'z'; digest: string };
 
 export interface JournalState {
   /** Items queued and not done, by key, in the order they were first queued. */
@@ -33,12 +35,12 @@ export interface JournalState {
 }
 
 export const itemKey = (i: Item): string =>
-  i.kind === 'b' ? `b ${i.digest}` : i.kind === 'm' || i.kind === 'y' ? `${i.kind} ${i.repo} ${i.digest}` : `${i.kind} ${i.repo} ${i.tag}`;
+  i.kind === 'b' || i.kind === 'z' ? `${i.kind} ${i.digest}` : i.kind === 'm' || i.kind === 'y' ? `${i.kind} ${i.repo} ${i.digest}` : `${i.kind} ${i.repo} ${i.tag}`;
 
 /** An item from its key; undefined for anything malformed. */
 export function parseItem(words: string[]): Item | undefined {
   const [kind, a, b] = words;
-  if (kind === 'b' && a && b === undefined && /^[a-z0-9]+:[a-f0-9]+$/.test(a)) return { kind, digest: a };
+  if ((kind === 'b' || kind === 'z') && a && b === undefined && /^[a-z0-9]+:[a-f0-9]+$/.test(a)) return { kind, digest: a };
   if (!a || !b) return undefined;
   if (kind === 'm' || kind === 'y') return /^[a-z0-9]+:[a-f0-9]+$/.test(b) ? { kind, repo: a, digest: b } : undefined;
   if (kind === 't' || kind === 'x') return { kind, repo: a, tag: b };
@@ -66,6 +68,9 @@ export function markDone(s: JournalState, item: Item, value?: string): void {
     case 'y':
       s.manifests.delete(`${item.repo} ${item.digest}`);
       break;
+    case 'z':
+      s.blobs.delete(item.digest);
+      break;
   }
 }
 
@@ -85,7 +90,7 @@ export function parseJournal(text: string): JournalState {
       if (item) s.pending.delete(itemKey(item));
     } else if (op === 'd') {
       // A done line may end with a value (a blob's size, a tag's digest).
-      const withValue = words[1] === 'b' ? 3 : 4;
+      const withValue = words[1] === 'b' || words[1] === 'z' ? 3 : 4;
       const item = parseItem(words.slice(1, withValue));
       const value = words[withValue];
       if (item && (item.kind !== 'b' || /^\d+$/.test(value ?? ''))) markDone(s, item, value);

@@ -10,7 +10,7 @@ import type { BlobReader, BlobStore } from '../storage/blob-store.js';
 import { toRecord, type ManifestRecordData, type RepositoryStore } from '../storage/repository-store.js';
 import { writable } from '../storage/send-file.js';
 import type { Reference } from '../registry/names.js';
-import { TierUnavailable, tierKeys, type Tier } from './tier.js';
+import { parseTierKey, TierUnavailable, tierKeys, type Tier } from './tier.js';
 
 /**
  * What a process knows of the tier's contents and who fetches what, answered by the data directory's owner (the
@@ -51,7 +51,7 @@ export interface TierAccess {
 }
 
 /** Largest manifest record read from a tier (a record lists every reference: a big mode=max index has thousands). */
-const MAX_RECORD_BYTES = 32 * 1024 * 1024;
+export const MAX_RECORD_BYTES = 32 * 1024 * 1024;
 /** A tag or manifest the bucket lacks is asked for again after this (another daemon may push it meanwhile). */
 const MISS_TTL_MS = 5_000;
 /** Background fetches after a manifest GET, at once and queued at most. */
@@ -83,7 +83,7 @@ class Landing {
   }
 }
 
-async function readAll(body: Readable, limit: number): Promise<Buffer> {
+export async function readAll(body: Readable, limit: number): Promise<Buffer> {
   const parts: Buffer[] = [];
   let n = 0;
   for await (const c of body as AsyncIterable<Buffer>) {
@@ -219,7 +219,10 @@ export class TierView implements TierAccess {
 
   repositories(): Promise<string[]> {
     // A repository is in the tier once one of its manifest records is.
-    return this.listing('repositories/', (key) => /^repositories\/(.+)\/_manifests\/[^/]+\/[^/]+\.json$/.exec(key)?.[1]);
+    return this.listing('repositories/', (key) => {
+      const k = parseTierKey(key);
+      return k?.kind === 'manifest' ? k.repo : undefined;
+    });
   }
 
   private listing(prefix: string, pick: (key: string) => string | undefined): Promise<string[]> {
@@ -227,7 +230,7 @@ export class TierView implements TierAccess {
     if (!listed) {
       listed = (async () => {
         const out = new Set<string>();
-        for await (const key of this.tier.list(prefix)) {
+        for await (const { key } of this.tier.list(prefix)) {
           const v = pick(key);
           if (v !== undefined) out.add(v);
         }

@@ -10,7 +10,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { S3Config } from '../config/schema.js';
-import { prefixed, TierUnavailable, type Tier } from './tier.js';
+import { prefixed, TierUnavailable, type Tier, type TierObject } from './tier.js';
 
 /** A tier call fails fast when the store is unreachable: a read-through during an outage must not hang. */
 const CONNECT_TIMEOUT_MS = 3_000;
@@ -140,7 +140,7 @@ export class S3Tier implements Tier {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
+  async *list(prefix: string): AsyncIterable<TierObject> {
     const full = this.key(prefix);
     const strip = this.prefix ? this.prefix.length + 1 : 0;
     let token: string | undefined;
@@ -151,7 +151,7 @@ export class S3Tier implements Tier {
       } catch (e) {
         throw unavailable('LIST', prefix, e);
       }
-      for (const o of page.Contents ?? []) if (o.Key) yield o.Key.slice(strip);
+      for (const o of page.Contents ?? []) if (o.Key) yield { key: o.Key.slice(strip), size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 };
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }

@@ -3,15 +3,19 @@ import type { Logger } from '../observability/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { Layout } from '../storage/layout.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
+import type { Recency } from '../cache/recency.js';
 import { OwnerDirectory } from './directory.js';
+import { BucketRetention, DAY_MS } from './retention.js';
 import { S3Tier, s3Client } from './s3-tier.js';
 import { WriteBack } from './write-back.js';
 
-/** The tier as the data directory's owner runs it: the store itself, the write-back queue, the directory. */
+/** The tier as the data directory's owner runs it: the store itself, the write-back queue, the directory, and the
+ *  bucket's own bound (absent with `retentionDays: 0`, which keeps the bucket's content forever). */
 export interface OwnerTier {
   tier: S3Tier;
   writeBack: WriteBack;
   directory: OwnerDirectory;
+  retention?: BucketRetention;
 }
 
 /** The configured tier for a process that only reads from it (a worker); undefined without one. */
@@ -29,6 +33,7 @@ export async function openOwnerTier(
   layout: Layout,
   blobs: BlobStore,
   repos: RepositoryStore,
+  recency: Recency,
   log: Logger,
   serving: boolean,
 ): Promise<OwnerTier | undefined> {
@@ -40,5 +45,6 @@ export async function openOwnerTier(
   const writeBack = new WriteBack(tier, layout, blobs, repos, s3.uploadConcurrency, log);
   await writeBack.open();
   if (serving) log.info({ bucket: s3.bucket, prefix: s3.prefix, endpoint: s3.endpoint ?? null, backlog: writeBack.status().backlog }, 'S3 tier ready');
-  return { tier, writeBack, directory: new OwnerDirectory(tier, writeBack) };
+  const retention = s3.retentionDays > 0 ? new BucketRetention(tier, writeBack, blobs, repos, recency, s3.retentionDays * DAY_MS, log) : undefined;
+  return { tier, writeBack, directory: new OwnerDirectory(tier, writeBack), ...(retention ? { retention } : {}) };
 }

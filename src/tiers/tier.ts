@@ -13,8 +13,15 @@ export interface Tier {
   /** Stores `size` bytes read from `body()` (called once per attempt) under `key`, replacing what was there. */
   put(key: string, body: () => Readable | Buffer, size: number): Promise<void>;
   delete(key: string): Promise<void>;
-  /** Every key under `prefix` (a key prefix relative to the tier's root). */
-  list(prefix: string): AsyncIterable<string>;
+  /** Every object under `prefix` (a key prefix relative to the tier's root), with its size and last write. */
+  list(prefix: string): AsyncIterable<TierObject>;
+}
+
+/** One object of a listing: `modified` is the store's own clock (ms), the last time the object was written. */
+export interface TierObject {
+  key: string;
+  size: number;
+  modified: number;
 }
 
 /** A tier that cannot be reached (network, credentials, a 5xx): the caller answers 503 or retries later. */
@@ -35,7 +42,25 @@ export const tierKeys = {
   blob: (d: Pick<Digest, 'algorithm' | 'hex'>) => `blobs/${d.algorithm}/${d.hex}`,
   manifest: (repo: string, d: Pick<Digest, 'algorithm' | 'hex'>) => `repositories/${repo}/_manifests/${d.algorithm}/${d.hex}.json`,
   tag: (repo: string, tag: string) => `repositories/${repo}/_tags/${tag}`,
+  /** Written by any daemon that used the tag since the last write: the bucket's record of its last use. */
+  touch: (repo: string, tag: string) => `repositories/${repo}/_touched/${tag}`,
 };
+
+/** What a key of the tier is: the inverse of tierKeys (undefined for anything else found in the bucket). */
+export type TierKey =
+  | { kind: 'blob'; digest: string }
+  | { kind: 'manifest'; repo: string; digest: string }
+  | { kind: 'tag' | 'touch'; repo: string; tag: string };
+
+export function parseTierKey(key: string): TierKey | undefined {
+  let m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(key);
+  if (m) return { kind: 'blob', digest: `${m[1]}:${m[2]}` };
+  m = /^repositories\/(.+)\/_manifests\/([a-z0-9]+)\/([a-f0-9]+)\.json$/.exec(key);
+  if (m) return { kind: 'manifest', repo: m[1]!, digest: `${m[2]}:${m[3]}` };
+  m = /^repositories\/(.+)\/_(tags|touched)\/([^/]+)$/.exec(key);
+  if (m) return { kind: m[2] === 'tags' ? 'tag' : 'touch', repo: m[1]!, tag: m[3]! };
+  return undefined;
+}
 
 /** The full object key of a tier key under `prefix` ('' = the bucket's root). */
 export const prefixed = (prefix: string, key: string): string => (prefix ? `${prefix}/${key}` : key);

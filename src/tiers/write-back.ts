@@ -34,6 +34,10 @@ type Outcome = { done: true; value?: string | number; bytes?: number } | { done:
 
 /** Recheck delay of an item that waits for another (a tag for its manifest, a manifest for its blobs). */
 const WAIT_MS = 250;
+/** How long a blob seen in the tier counts as there without asking again, for a manifest that lists it. */
+const CONFIRMED_MS = 60_000;
+/** Tier checks at once while one manifest's blobs are confirmed. */
+const CHECKS_AT_ONCE = 8;
 
 /**
  * The write-back queue, owned by the process that owns the data directory: every committed blob, manifest record
@@ -58,6 +62,10 @@ export class WriteBack {
   private started = false;
   private lastSuccessAt = 0;
   private lastErrorMs = 0;
+  /** When this process last saw each blob in the tier (uploaded, or found there): a manifest whose blobs were
+   *  confirmed longer ago than CONFIRMED_MS checks them again before it goes up (another daemon may expire them). */
+  private readonly confirmed = new Map<string, number>();
+  private readonly forgetListeners: Array<(digest: string) => void> = [];
   readonly stats: Omit<TierStats, 'backlog' | 'blobs'> = {
     uploaded: 0,
     uploadedBytes: 0,
@@ -133,6 +141,8 @@ export class WriteBack {
   async observe(e: StoreEvent): Promise<void> {
     if (e.type === 'blob-added') {
       if (!this.state.blobs.has(e.digest)) await this.enqueue({ kind: 'b', digest: e.digest });
+    } else if (e.type === 'blob-removed' && e.byClient) {
+      await this.enqueue({ kind: 'z', digest: e.digest });
     } else if (e.type === 'manifest-put') {
       // What was imported from the tier is there already; sending it back could undo a newer push elsewhere.
       if (e.imported) return;
@@ -158,9 +168,53 @@ export class WriteBack {
 
   /** Records a blob found in the tier (read through, or an existence check): no upload needed. */
   knownInTier(digest: string, size: number): void {
+    this.confirmed.set(digest, Date.now());
     if (this.state.blobs.get(digest) === size) return;
     markDone(this.state, { kind: 'b', digest }, String(size));
     void this.append(doneLine({ kind: 'b', digest }, size));
+  }
+
+  /** `fn` hears of every blob the tier no longer holds (deleted, expired, found missing). */
+  onForget(fn: (digest: string) => void): void {
+    this.forgetListeners.push(fn);
+  }
+
+  /**
+   * Records that the tier no longer holds a tag, a manifest record or a blob (the bucket's expiry removed it, or
+   * another daemon did): the journal forgets it, so nothing local counts on it.
+   */
+  async forget(item: Extract<Item, { kind: 'x' | 'y' | 'z' }>): Promise<void> {
+    markDone(this.state, item);
+    if (item.kind === 'z') {
+      this.confirmed.delete(item.digest);
+      for (const fn of this.forgetListeners) fn(item.digest);
+    }
+    await this.append(doneLine(item));
+  }
+
+  /** Uploads again what the tier lost though this daemon still uses it (another daemon expired it meanwhile). */
+  async reupload(item: Extract<Item, { kind: 'b' | 'm' | 't' }>): Promise<void> {
+    if (item.kind === 'b') await this.forget({ kind: 'z', digest: item.digest });
+    else if (item.kind === 'm') await this.forget({ kind: 'y', repo: item.repo, digest: item.digest });
+    else await this.forget({ kind: 'x', repo: item.repo, tag: item.tag });
+    await this.enqueue(item);
+  }
+
+  /** What the journal says the tier holds: blob digests, `REPO DIGEST` of records, `REPO TAG` → digest. */
+  held(): { blobs: ReadonlySet<string>; manifests: ReadonlySet<string>; tags: ReadonlyMap<string, string>; confirmedSince(digest: string, ms: number): boolean } {
+    return {
+      blobs: new Set(this.state.blobs.keys()),
+      manifests: this.state.manifests,
+      tags: this.state.tags,
+      confirmedSince: (digest, ms) => (this.confirmed.get(digest) ?? 0) >= ms,
+    };
+  }
+
+  /** Blobs still to be uploaded (or deleted) by this daemon. */
+  pendingBlobs(): Set<string> {
+    const out = new Set<string>();
+    for (const item of this.state.pending.values()) if (item.kind === 'b' || item.kind === 'z') out.add(item.digest);
+    return out;
   }
 
   /** Size of a blob the tier holds, from the journal's index (no request). */
@@ -228,6 +282,11 @@ export class WriteBack {
     this.attempts.delete(key);
     this.lastSuccessAt = Date.now();
     if (outcome.done) {
+      if (item.kind === 'b') this.confirmed.set(item.digest, Date.now());
+      if (item.kind === 'z') {
+        this.confirmed.delete(item.digest);
+        for (const fn of this.forgetListeners) fn(item.digest);
+      }
       this.stats.uploaded++;
       this.stats.uploadedBytes += outcome.bytes ?? 0;
       markDone(this.state, item, outcome.value === undefined ? undefined : String(outcome.value));
@@ -242,7 +301,7 @@ export class WriteBack {
   }
 
   private failed(item: Item, e: unknown): void {
-    const op = item.kind === 'x' || item.kind === 'y' ? 'delete' : ((e as { op?: string }).op === 'head' ? 'head' : 'put');
+    const op = item.kind === 'x' || item.kind === 'y' || item.kind === 'z' ? 'delete' : ((e as { op?: string }).op === 'head' ? 'head' : 'put');
     this.stats.failed++;
     this.stats.failures[op]++;
     const message = (e as Error)?.message ?? String(e);
@@ -267,6 +326,7 @@ export class WriteBack {
         const rec = this.repos.manifest(item.repo, item.digest);
         // Its bytes and everything it lists first, so that a reader of the record finds them all.
         if (this.waiting(`b ${item.digest}`) || (rec && [...rec.references].some((r) => this.waiting(`b ${r}`)))) return { done: false, why: 'wait' };
+        if (rec && !(await this.blobsStillThere([item.digest, ...rec.references]))) return { done: false, why: 'wait' };
         const data = await readFile(this.layout.manifestMeta(item.repo, d)).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
         if (!data) return { done: false, why: 'gone' };
         await this.tier.put(tierKeys.manifest(item.repo, d), () => data, data.length);
@@ -287,10 +347,54 @@ export class WriteBack {
       case 'y':
         await this.tier.delete(tierKeys.manifest(item.repo, parseDigest(item.digest)));
         return { done: true };
+      case 'z': {
+        // Pushed again since the delete: the tier keeps it (a queued upload, or the one it has, serves it).
+        if ((await this.blobs.locate(parseDigest(item.digest))) !== undefined) return { done: false, why: 'gone' };
+        await this.tier.delete(tierKeys.blob(parseDigest(item.digest)));
+        return { done: true };
+      }
     }
   }
 
+  /**
+   * Before a manifest record goes up: the blobs it lists that this daemon counts as in the tier, but has not seen
+   * there for a while, are asked for again — another daemon's expiry may have removed them since. One that is gone
+   * and still here is uploaded again first (false: the manifest waits for it); one gone from both is reported.
+   */
+  private async blobsStillThere(digests: string[]): Promise<boolean> {
+    const since = Date.now() - CONFIRMED_MS;
+    const stale = [...new Set(digests)].filter((d) => this.state.blobs.has(d) && (this.confirmed.get(d) ?? 0) < since);
+    let complete = true;
+    for (let i = 0; i < stale.length; i += CHECKS_AT_ONCE) {
+      await Promise.all(
+        stale.slice(i, i + CHECKS_AT_ONCE).map(async (digest) => {
+          const d = parseDigest(digest);
+          let there: number | undefined;
+          try {
+            there = await this.tier.head(tierKeys.blob(d));
+          } catch (e) {
+            throw Object.assign(e as Error, { op: 'head' });
+          }
+          if (there !== undefined) {
+            this.confirmed.set(digest, Date.now());
+            return;
+          }
+          if ((await this.blobs.locate(d)) !== undefined) {
+            complete = false;
+            await this.reupload({ kind: 'b', digest });
+          } else {
+            await this.forget({ kind: 'z', digest });
+            this.log.warn({ digest }, 'a manifest going up lists a blob the tier no longer has and this disk does not either');
+          }
+        }),
+      );
+    }
+    return complete;
+  }
+
   private async uploadBlob(digest: string): Promise<Outcome> {
+    // A client's delete of it goes first (it cancels itself, seeing the blob back here).
+    if (this.waiting(`z ${digest}`)) return { done: false, why: 'wait' };
     const d = parseDigest(digest);
     const size = await this.blobs.locate(d);
     if (size === undefined) return { done: false, why: 'gone' };

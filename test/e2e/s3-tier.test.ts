@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { MiB } from '../helpers/content.js';
-import { cleanup, makeTempDir, runDaemonExpectingFailure, servingPids, sleep, type DaemonOptions } from '../helpers/daemon.js';
+import { cleanup, makeTempDir, runDaemonExpectingFailure, servingPids, sleep } from '../helpers/daemon.js';
 import { request, sha256, type RegistryClient } from '../helpers/registry-client.js';
-import { KiB, admin, pullRef, pushRef, randomLayers, startCache, status, waitFor, writeCacheConfig, type CacheDaemon, type PushedRef, type StatusJson } from '../helpers/cache-helpers.js';
-import { S3_ENV, startS3, startS3Proxy, tierConfig, type S3Server } from '../helpers/s3.js';
+import { KiB, admin, pullRef, pushRef, randomLayers, status, waitFor, writeCacheConfig, type PushedRef } from '../helpers/cache-helpers.js';
+import { drained, expectInBucket, hex, startTierDaemon, tierOf } from '../helpers/tier-daemon.js';
+import { S3_ENV, startS3, startS3Proxy, tierConfig } from '../helpers/s3.js';
 import { hashFile, readOciLayout, writeOciLayout } from '../helpers/oci-image.js';
 import { containersEnv, runOk } from '../helpers/tools.js';
 import { haveTool, requireTools } from '../helpers/daemon.js';
@@ -21,49 +22,6 @@ import { haveTool, requireTools } from '../helpers/daemon.js';
 afterEach(async () => {
   await cleanup();
 });
-
-const hex = (digest: string) => digest.slice('sha256:'.length);
-
-interface TierDaemonOptions {
-  workers: number;
-  maxBytes?: number | string;
-  pushGraceSeconds?: number;
-  dataDir?: string;
-  /** Where the daemon finds the store: the server itself, or a proxy in front of it. */
-  endpoint?: string;
-  /** More `tier.s3` keys, as YAML lines. */
-  s3Yaml?: string;
-}
-
-async function startTierDaemon(s3: S3Server, o: TierDaemonOptions, extra: DaemonOptions = {}): Promise<CacheDaemon> {
-  const configPath = await writeCacheConfig(await makeTempDir('buildcached-cfg-'), {
-    maxBytes: o.maxBytes ?? '1GiB',
-    pushGraceSeconds: o.pushGraceSeconds ?? 900,
-    workers: o.workers,
-  });
-  await appendFile(configPath, tierConfig(o.endpoint ?? s3.endpoint, s3.bucket, o.s3Yaml));
-  return startCache({ maxBytes: 0, pushGraceSeconds: 0, configPath, ...(o.dataDir ? { dataDir: o.dataDir } : {}) }, { ...extra, env: { ...S3_ENV, ...extra.env } });
-}
-
-type TierJson = NonNullable<StatusJson['tier']>;
-const tierOf = async (d: CacheDaemon): Promise<TierJson> => (await status(d.url)).tier!;
-
-async function drained(d: CacheDaemon, timeoutMs = 30_000): Promise<void> {
-  await waitFor('the write-back queue to drain', async () => (await tierOf(d)).backlog === 0, timeoutMs, 100);
-}
-
-/** Every blob, the manifest record and the tag of `ref` are in the bucket, byte for byte. */
-async function expectInBucket(s3: S3Server, ref: PushedRef): Promise<void> {
-  for (const [d, data] of [...ref.blobs, [ref.digest, ref.manifest] as const]) {
-    const got = await s3.getObject(`bc/blobs/sha256/${hex(d)}`);
-    expect(got?.equals(data), `blob ${d} in the bucket`).toBe(true);
-  }
-  const record = await s3.getObject(`bc/repositories/${ref.repo}/_manifests/sha256/${hex(ref.digest)}.json`);
-  const parsed = JSON.parse(record!.toString('utf8')) as { digest: string; references: string[] };
-  expect(parsed.digest).toBe(ref.digest);
-  expect([...parsed.references].sort()).toEqual([...ref.blobs.keys()].sort());
-  expect((await s3.getObject(`bc/repositories/${ref.repo}/_tags/${ref.tag}`))?.toString()).toBe(ref.digest);
-}
 
 async function getBlob(c: RegistryClient, repo: string, digest: string): Promise<{ status: number; body: Buffer }> {
   const r = await c.req('GET', `/v2/${repo}/blobs/${digest}`);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { backoffMs, cancelledLine, compactJournal, doneLine, itemKey, parseJournal, queuedLine, type Item } from '../../src/tiers/journal.js';
-import { prefixed, tierKeys } from '../../src/tiers/tier.js';
+import { parseTierKey, prefixed, tierKeys } from '../../src/tiers/tier.js';
 
 const A = `sha256:${'a'.repeat(64)}`;
 const B = `sha256:${'b'.repeat(64)}`;
@@ -11,6 +11,7 @@ describe('tier key layout', () => {
     expect(tierKeys.blob(d)).toBe(`blobs/sha256/${'a'.repeat(64)}`);
     expect(tierKeys.manifest('org/app', d)).toBe(`repositories/org/app/_manifests/sha256/${'a'.repeat(64)}.json`);
     expect(tierKeys.tag('org/app', 'main')).toBe('repositories/org/app/_tags/main');
+    expect(tierKeys.touch('org/app', 'main')).toBe('repositories/org/app/_touched/main');
     expect(prefixed('', 'blobs/x')).toBe('blobs/x');
     expect(prefixed('ci/cache', 'blobs/x')).toBe('ci/cache/blobs/x');
   });
@@ -45,6 +46,18 @@ describe('write-back journal', () => {
     expect(s.manifests.size).toBe(0);
   });
 
+  it("a blob's delete (queued by a client, or done by an expiry) forgets it, and a new upload brings it back", () => {
+    const del: Item = { kind: 'z', digest: A };
+    const s = parseJournal(doneLine(blob, 42) + queuedLine(del));
+    expect([...s.pending.keys()]).toEqual([`z ${A}`]);
+    expect(s.blobs.get(A)).toBe(42);
+    const after = parseJournal(doneLine(blob, 42) + queuedLine(del) + doneLine(del) + queuedLine(blob) + doneLine(blob, 43));
+    expect(after.pending.size).toBe(0);
+    expect(after.blobs.get(A)).toBe(43);
+    expect(parseJournal(doneLine(blob, 42) + doneLine(del)).blobs.has(A)).toBe(false);
+    expect(parseJournal('q z sha256:zz\n').pending.size).toBe(0);
+  });
+
   it('cancels an item that went away locally', () => {
     const s = parseJournal(queuedLine(blob) + cancelledLine(blob));
     expect(s.pending.size).toBe(0);
@@ -58,6 +71,19 @@ describe('write-back journal', () => {
     expect([...again.blobs]).toEqual([...s.blobs]);
     expect([...again.tags]).toEqual([...s.tags]);
     expect(again.lines).toBe(4);
+  });
+});
+
+describe('tier keys read back', () => {
+  it('names what each key of a listing is, and nothing else', () => {
+    const d = { algorithm: 'sha256' as const, hex: 'a'.repeat(64) };
+    expect(parseTierKey(tierKeys.blob(d))).toEqual({ kind: 'blob', digest: A });
+    expect(parseTierKey(tierKeys.manifest('org/app', d))).toEqual({ kind: 'manifest', repo: 'org/app', digest: A });
+    expect(parseTierKey(tierKeys.tag('org/team/app', 'v1.2'))).toEqual({ kind: 'tag', repo: 'org/team/app', tag: 'v1.2' });
+    expect(parseTierKey(tierKeys.touch('org/app', 'main'))).toEqual({ kind: 'touch', repo: 'org/app', tag: 'main' });
+    for (const other of ['blobs/sha256', 'blobs/sha256/XYZ', 'repositories/org/app/_tags/a/b', 'repositories/org/app/_manifests/sha256/aa', 'notes.txt']) {
+      expect(parseTierKey(other), other).toBeUndefined();
+    }
   });
 });
 

@@ -37,6 +37,10 @@ export function adminRoutes(admin: AdminApi): Router {
     if (olderThan === undefined) throw new OciError('PARAMETER_INVALID', 'prune needs olderThan=<duration with a unit>, e.g. 7d or 12h');
     res.json(await admin.prune(olderThan, queryParam(req, 'repo'), flag(queryParam(req, 'dryRun'))));
   });
+  r.post('/admin/v1/tier/retention', async (req, res) => {
+    res.locals.route = '/admin/v1/tier/retention';
+    res.json(await admin.tierRetention(flag(queryParam(req, 'dryRun'))));
+  });
   r.post('/admin/v1/verify', async (req, res) => {
     res.locals.route = '/admin/v1/verify';
     res.json(await admin.verify(flag(queryParam(req, 'repair'))));
