@@ -574,10 +574,11 @@ const jsonPath = join(resultsDir, `${stamp}${quick ? '-quick' : ''}.json`);
 writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
 process.stdout.write(`\nresults: ${jsonPath}\n`);
 if (writeMarkdown) {
-  // bench/scale.mjs owns its own section of the file; keep it across runs of this one.
+  // bench/scale.mjs and bench/tier.mjs own their sections of the file; keep them across runs of this one.
   const path = join(REPO_ROOT, 'BENCHMARKS.md');
-  const scale = existsSync(path) ? /<!-- scale:start -->[\s\S]*<!-- scale:end -->/.exec(readFileSync(path, 'utf8'))?.[0] : undefined;
-  writeFileSync(path, markdownReport(result, rows, limitsTable) + (scale ? `\n${scale}\n` : ''));
+  const doc = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  const kept = [/<!-- scale:start -->[\s\S]*<!-- scale:end -->/, /<!-- tier:begin -->[\s\S]*<!-- tier:end -->/].map((re) => re.exec(doc)?.[0]).filter(Boolean);
+  writeFileSync(path, markdownReport(result, rows, limitsTable) + kept.map((section) => `\n${section}\n`).join(''));
   process.stdout.write(`BENCHMARKS.md updated\n`);
 } else {
   process.stdout.write(`BENCHMARKS.md not updated (${quick ? 'quick run' : 'partial run'}; pass --markdown to force)\n`);
