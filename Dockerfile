@@ -1,7 +1,12 @@
 # syntax=docker/dockerfile:1
+# Both stages start from BASE_IMAGE: any Debian-based image with Node 20 (node, npm) and useradd on PATH. The
+# default is the official Node image; `--build-arg BASE_IMAGE=…` builds from another one (a mirror, a pinned digest,
+# or the local base the e2e test makes where Docker Hub is out of reach).
+ARG BASE_IMAGE=node:20-bookworm-slim
+
 # Build stage: compile TypeScript with the dev dependencies (npm ci runs the prepare script, which builds dist/
 # with config/default.yaml compiled in).
-FROM node:20-bookworm-slim AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
 COPY scripts ./scripts
@@ -10,7 +15,7 @@ COPY config ./config
 RUN npm ci --no-audit --no-fund
 
 # Runtime stage: production dependencies and compiled output only, run as an unprivileged user.
-FROM node:20-bookworm-slim
+FROM ${BASE_IMAGE}
 # 0.0.0.0 is the only way to be reachable from outside a container, so allow it without tls or auth: what is
 # exposed is `docker run -p` (-p 127.0.0.1:5000:5000 keeps it to the host). With tls or auth configured (a config
 # file mounted and named by BUILDCACHED_CONFIG) this changes nothing.

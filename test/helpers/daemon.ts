@@ -250,22 +250,18 @@ class StartError extends Error {
   }
 }
 
-async function startOnce(opts: DaemonOptions, dataDir: string): Promise<Daemon> {
-  const proc = spawnDaemon(opts, dataDir);
-  let out = '';
-  let err = '';
-  proc.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
-  const exited = waitExit(proc);
-  const timeoutMs = opts.startTimeoutMs ?? 15_000;
-
-  const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
+/**
+ * Resolves with the "listening on" log line once `proc` prints it on stdout (the daemon, or a container runtime
+ * running it); rejects when the process exits first or `timeoutMs` passes. `out`/`err` give the output so far.
+ */
+export function waitForListening(proc: ChildProcess, timeoutMs: number, out: () => string, err: () => string): Promise<Record<string, unknown>> {
+  return new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => {
       finish();
-      reject(new Error(`daemon did not print "listening on" within ${timeoutMs} ms\nstdout:\n${out}\nstderr:\n${err}`));
+      reject(new Error(`daemon did not print "listening on" within ${timeoutMs} ms\nstdout:\n${out()}\nstderr:\n${err()}`));
     }, timeoutMs);
     const check = () => {
-      for (const line of out.split('\n')) {
+      for (const line of out().split('\n')) {
         if (!line.startsWith('{')) continue;
         try {
           const j = JSON.parse(line) as Record<string, unknown>;
@@ -281,16 +277,28 @@ async function startOnce(opts: DaemonOptions, dataDir: string): Promise<Daemon> 
     };
     const onExit = (e: Exit) => {
       finish();
-      reject(new StartError(`daemon exited before listening (code ${e.code}, signal ${e.signal})\nstderr:\n${err}\nstdout:\n${out}`, e, err));
+      reject(new StartError(`daemon exited before listening (code ${e.code}, signal ${e.signal})\nstderr:\n${err()}\nstdout:\n${out()}`, e, err()));
     };
     const finish = () => {
       clearTimeout(timer);
       proc.stdout!.off('data', check);
     };
     proc.stdout!.on('data', check);
-    void exited.then(onExit);
+    void waitExit(proc).then(onExit);
     check();
   });
+}
+
+async function startOnce(opts: DaemonOptions, dataDir: string): Promise<Daemon> {
+  const proc = spawnDaemon(opts, dataDir);
+  let out = '';
+  let err = '';
+  proc.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = waitExit(proc);
+  const timeoutMs = opts.startTimeoutMs ?? 15_000;
+
+  const listening = await waitForListening(proc, timeoutMs, () => out, () => err);
 
   const url = String(listening.url);
   const dataDirSeen = typeof listening.dataDir === 'string' ? listening.dataDir : dataDir;

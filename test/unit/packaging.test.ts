@@ -18,6 +18,12 @@ describe('packaging', () => {
     expect(check).not.toMatch(/:\d{2,5}\b/);
   });
 
+  it('both stages build from BASE_IMAGE, the official Node 20 image unless a build arg says otherwise', () => {
+    const dockerfile = read('Dockerfile');
+    expect(/^ARG BASE_IMAGE=(\S+)$/m.exec(dockerfile)?.[1]).toBe('node:20-bookworm-slim');
+    expect(dockerfile.match(/^FROM .*$/gm)).toEqual(['FROM ${BASE_IMAGE} AS build', 'FROM ${BASE_IMAGE}']);
+  });
+
   it('the image needs no config/ at run time: the defaults are compiled into dist/', () => {
     const runtime = read('Dockerfile').split(/^FROM /m).at(-1)!;
     expect(runtime).not.toMatch(/COPY\s+config/);
