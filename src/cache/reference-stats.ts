@@ -1,8 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode } from '../core/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { writeFileAtomic } from '../storage/fs-util.js';
+import { readJsonState, writeFileAtomic } from '../storage/fs-util.js';
 import type { RepositoryStore } from '../storage/repository-store.js';
 import { nowSeconds } from './clock.js';
 import { reachable } from './inventory.js';
@@ -109,21 +107,7 @@ export class ReferenceStats {
   }
 
   async open(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.path, 'utf8');
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return;
-      throw e;
-    }
-    // A torn or foreign file loses the analytics, never the daemon's start.
-    let saved: unknown;
-    try {
-      saved = JSON.parse(text);
-    } catch {
-      return;
-    }
-    const list = (saved as { references?: unknown }).references;
+    const list = ((await readJsonState(this.path)) as { references?: unknown } | undefined)?.references;
     if (!Array.isArray(list)) return;
     for (const r of list as Array<{ repo?: unknown; tag?: unknown; counters?: unknown }>) {
       if (typeof r.repo !== 'string' || typeof r.tag !== 'string' || typeof r.counters !== 'object' || r.counters === null) continue;
