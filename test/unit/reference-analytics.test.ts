@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { referenceActivity } from '../../src/http/activity.js';
-import { FETCH_GRACE_SECONDS, emptyCounters, hitRate, referenceWarnings } from '../../src/cache/reference-stats.js';
+import { FETCH_GRACE_SECONDS, ProbeQueue, emptyCounters, hitRate, referenceWarnings } from '../../src/cache/reference-stats.js';
 
 const BLOB = '/v2/<name>/blobs/<digest>';
 const MANIFEST = '/v2/<name>/manifests/<reference>';
@@ -51,5 +51,34 @@ describe('reference warnings and hit rate', () => {
   it('hit rate: skipped uploads over all blobs seen at export; none before an export', () => {
     expect(hitRate(emptyCounters())).toBeNull();
     expect(hitRate({ ...emptyCounters(), uploadsSkipped: 3, uploaded: 1 })).toBe(0.75);
+  });
+});
+
+describe('ProbeQueue (the HEADs waiting for their push)', () => {
+  const probe = (i: number, at = i) => ({ digest: `d${i}`, hit: i % 2 === 0, at });
+
+  it('keeps the newest `max` probes, in order, however many arrive', () => {
+    const q = new ProbeQueue();
+    for (let i = 0; i < 10_000; i++) q.add(probe(i), 0, 1000);
+    expect(q.size).toBe(1000);
+    const all = q.take(() => true);
+    expect(all.map((p) => p.at)).toEqual(Array.from({ length: 1000 }, (_, i) => 9000 + i));
+    expect(q.size).toBe(0);
+  });
+
+  it('drops the probes older than the horizon', () => {
+    const q = new ProbeQueue();
+    for (let i = 0; i < 10; i++) q.add(probe(i), 0, 100);
+    q.add(probe(10), 7, 100);
+    expect(q.take(() => true).map((p) => p.at)).toEqual([7, 8, 9, 10]);
+  });
+
+  it('take removes what it accepts and keeps the rest in order for a later push', () => {
+    const q = new ProbeQueue();
+    for (let i = 0; i < 6; i++) q.add(probe(i), 0, 100);
+    expect(q.take((p) => p.hit).map((p) => p.digest)).toEqual(['d0', 'd2', 'd4']);
+    q.add(probe(6), 0, 100);
+    expect(q.size).toBe(4);
+    expect(q.take(() => true).map((p) => p.digest)).toEqual(['d1', 'd3', 'd5', 'd6']);
   });
 });
