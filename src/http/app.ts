@@ -16,7 +16,7 @@ import type { Layout } from '../storage/layout.js';
 import { authenticate, type ChallengeOptions } from './auth.js';
 import { tokenRoutes, type TokenSettings } from './routes/token.js';
 import { adminProxyRoutes } from './routes/admin-proxy.js';
-import { metricsRoutes } from './routes/metrics.js';
+import { METRICS_PATH, metricsHandler } from './routes/metrics.js';
 import { cacheLookup, type HttpMetrics, type MetricsSource, type RequestOutcome } from '../observability/metrics.js';
 import type { ReferenceActivity } from '../cache/reference-stats.js';
 import { referenceActivity } from './activity.js';
@@ -82,8 +82,8 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
     const found = cacheLookup(o.method, o.route, o.status);
     metrics?.http.observe(o, found);
     if (found) lookup?.(found.hit);
-    const a = activity && referenceActivity(o);
-    if (a) activity({ ...a, at: Date.now() });
+    const a = activity && referenceActivity(o, Date.now());
+    if (a) activity(a);
   };
   app.use(requestLog(log, metrics || activity || lookup ? observe : undefined));
   app.use(healthRoutes(opts.readiness));
@@ -96,7 +96,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use('/v2', safePath);
   // With auth on, /metrics on this listener is for admin rules (metrics.listen serves it unauthenticated).
   if (auth) app.use(authenticate(auth.authenticator, auth.challenge));
-  if (metrics) app.use(metricsRoutes(metrics.source));
+  if (metrics) app.get(METRICS_PATH, metricsHandler(metrics.source));
   if (auth) app.use(adminProxyRoutes(auth.layout));
   app.use(baseRoutes());
   app.use(listingRoutes(registry));

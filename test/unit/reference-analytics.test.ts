@@ -5,6 +5,7 @@ import { FETCH_GRACE_SECONDS, ProbeQueue, emptyCounters, hitRate, referenceWarni
 const BLOB = '/v2/<name>/blobs/<digest>';
 const MANIFEST = '/v2/<name>/manifests/<reference>';
 const D = `sha256:${'a'.repeat(64)}`;
+const AT = 1_700_000_000_000;
 const outcome = (method: string, route: string, status: number, ref: string, extra = {}) => ({
   method,
   route,
@@ -19,19 +20,19 @@ const outcome = (method: string, route: string, status: number, ref: string, ext
 
 describe('referenceActivity', () => {
   it('reads exports, imports, probes and served bytes from finished requests', () => {
-    expect(referenceActivity(outcome('PUT', MANIFEST, 201, 'main', { cacheConfigBytes: 10 }))).toEqual({ kind: 'push', repo: 'ci/app', tag: 'main', cacheConfigBytes: 10 });
-    expect(referenceActivity(outcome('GET', MANIFEST, 200, 'main'))).toEqual({ kind: 'pull', repo: 'ci/app', tag: 'main' });
-    expect(referenceActivity(outcome('HEAD', BLOB, 200, D))).toEqual({ kind: 'probe', repo: 'ci/app', digest: D, hit: true });
-    expect(referenceActivity(outcome('HEAD', BLOB, 404, D))).toEqual({ kind: 'probe', repo: 'ci/app', digest: D, hit: false });
-    expect(referenceActivity(outcome('GET', BLOB, 206, D, { bytesOut: 5 }))).toEqual({ kind: 'served', repo: 'ci/app', digest: D, bytes: 5 });
+    expect(referenceActivity(outcome('PUT', MANIFEST, 201, 'main', { cacheConfigBytes: 10 }), AT)).toEqual({ at: AT, kind: 'push', repo: 'ci/app', tag: 'main', cacheConfigBytes: 10 });
+    expect(referenceActivity(outcome('GET', MANIFEST, 200, 'main'), AT)).toEqual({ at: AT, kind: 'pull', repo: 'ci/app', tag: 'main' });
+    expect(referenceActivity(outcome('HEAD', BLOB, 200, D), AT)).toEqual({ at: AT, kind: 'probe', repo: 'ci/app', digest: D, hit: true });
+    expect(referenceActivity(outcome('HEAD', BLOB, 404, D), AT)).toEqual({ at: AT, kind: 'probe', repo: 'ci/app', digest: D, hit: false });
+    expect(referenceActivity(outcome('GET', BLOB, 206, D, { bytesOut: 5 }), AT)).toEqual({ at: AT, kind: 'served', repo: 'ci/app', digest: D, bytes: 5 });
   });
 
   it('ignores manifests by digest (an index child), failures, and requests no route parsed', () => {
-    expect(referenceActivity(outcome('PUT', MANIFEST, 201, D))).toBeUndefined();
-    expect(referenceActivity(outcome('GET', MANIFEST, 404, 'main'))).toBeUndefined();
-    expect(referenceActivity(outcome('HEAD', BLOB, 400, D))).toBeUndefined();
-    expect(referenceActivity(outcome('GET', BLOB, 200, D))).toBeUndefined(); // no bytes sent
-    expect(referenceActivity({ ...outcome('HEAD', BLOB, 200, D), repo: undefined })).toBeUndefined();
+    expect(referenceActivity(outcome('PUT', MANIFEST, 201, D), AT)).toBeUndefined();
+    expect(referenceActivity(outcome('GET', MANIFEST, 404, 'main'), AT)).toBeUndefined();
+    expect(referenceActivity(outcome('HEAD', BLOB, 400, D), AT)).toBeUndefined();
+    expect(referenceActivity(outcome('GET', BLOB, 200, D), AT)).toBeUndefined(); // no bytes sent
+    expect(referenceActivity({ ...outcome('HEAD', BLOB, 200, D), repo: undefined }, AT)).toBeUndefined();
   });
 });
 
