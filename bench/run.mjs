@@ -5,7 +5,7 @@
 //   npm run bench -- --quick           small sizes, one round, < 2 minutes; never fails on speed
 //   node bench/run.mjs --only push,head --rounds 5 --profile   subsets; --profile writes buildcached's .cpuprofile
 //
-// Options: --quick, --rounds N, --only disk,push,pull,head,secure,storm,rss, --profile, --keep (keep the work dir),
+// Options: --quick, --rounds N, --only disk,push,pull,head,secure,metrics,storm,rss, --profile, --keep (keep the work dir),
 //          --workdir DIR (parent of the temp dir; default the OS temp dir), --markdown / --no-markdown,
 //          --dist-no-cache (distribution without its in-memory blob descriptor cache),
 //          --workers N (buildcached serve --workers; default: its own default, one worker per core).
@@ -22,6 +22,7 @@ import { MiB, blobSpec, digestOf } from './lib/data.mjs';
 import { Target, send } from './lib/http.mjs';
 import { pushMonolithic } from './lib/oci.mjs';
 import {
+  cpuMsOf,
   DISTRIBUTION_BIN,
   distributionServerErrors,
   REPO_ROOT,
@@ -51,7 +52,7 @@ const option = (name) => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const quick = flag('--quick');
-const PHASES = ['disk', 'push', 'pull', 'head', 'secure', 'storm', 'rss'];
+const PHASES = ['disk', 'push', 'pull', 'head', 'secure', 'metrics', 'storm', 'rss'];
 const only = option('--only')?.split(',') ?? PHASES;
 for (const p of only) if (!PHASES.includes(p)) die(`unknown phase "${p}" in --only (phases: ${PHASES.join(', ')})`);
 const cfg = quick
@@ -198,10 +199,13 @@ const appDir = snapshotApp(join(work, 'app'));
 const refFile = join(work, 'reference.bin');
 const refBytes = Math.max(cfg.diskBytes, cfg.pullSize);
 
+// The phases measured against the main pair of daemons and the bare-Node limit (the metrics phase starts its own).
+const needDaemons = only.some((p) => p !== 'disk' && p !== 'metrics');
+
 // Disk reference, and the file the bare server streams for the pull limit.
 const disk = { write: [], readCached: [], readDirect: [] };
 {
-  const rounds = only.includes('disk') ? cfg.rounds : 1;
+  const rounds = only.includes('disk') ? cfg.rounds : needDaemons ? 1 : 0;
   for (let r = 0; r < rounds; r++) {
     const d = await diskReference(refFile, refBytes);
     for (const k of Object.keys(disk)) disk[k].push(d[k]);
@@ -234,7 +238,6 @@ async function startAll(tag) {
   log(`started buildcached pid ${bc.pid} (${info.buildcachedProcesses} processes) at ${bc.url}, distribution pid ${dist.pid} at ${dist.url}`);
 }
 
-const needDaemons = only.some((p) => p !== 'disk');
 let limit;
 const [A, B] = [() => targets[0], () => targets[1]];
 const stormRuns = { buildcached: [], distribution: [] };
@@ -403,6 +406,56 @@ try {
     }
     for (const t of [...tlsTargets, plain]) t.close();
     await Promise.all([stop(bcTls), stop(distTls)]);
+  }
+
+  // --- metrics and analytics on / off ------------------------------------------------------------------------------
+  // Issue 12: metrics and analytics add no I/O and no lock to a request. The same build twice, fresh and seeded
+  // alike: with both on (the default) and with both off (the "limit" column, so % of limit = on / off, wanted at
+  // 95 % or more), HEAD of existing blobs at concurrency 16. Each round measures both, one right after the other
+  // (taking turns at going first), and its on / off is a sample of the ratio row: a pair shares the machine's load
+  // of the moment, which on a shared machine moves more than 5 % between rounds. At least 8 rounds.
+  if (only.includes('metrics')) {
+    const dir = join(work, 'metrics');
+    mkdirSync(dir, { recursive: true });
+    const offConfig = join(dir, 'off.yaml');
+    writeFileSync(offConfig, JSON.stringify({ metrics: { enabled: false }, analytics: { enabled: false } }));
+    const specs = Array.from({ length: 8 }, (_, i) => blobSpec(`metrics-head-${i}`, 1 * MiB));
+    specs.forEach(digestOf);
+    const start = (tag, configFile) =>
+      startBuildcached({ dataDir: join(work, `buildcached-${tag}`), logFile: join(work, `buildcached-${tag}.log`), appDir, workers: option('--workers'), configFile });
+    const [onBc, offBc] = [await start('metrics-on'), await start('metrics-off', offConfig)];
+    const on = new Target('buildcached', onBc.url);
+    const off = new Target('limit', offBc.url);
+    for (const t of [on, off]) for (const spec of specs) await pushMonolithic(t, 'bench/metrics', spec);
+    const paths = specs.map((spec) => `/v2/bench/metrics/blobs/${spec.digest}`);
+    const c = 16;
+    const fig = figure('head-metrics', `HEAD blob, concurrency ${c}, metrics and analytics on: req/s`, 'req/s', 'higher', { limitLabel: 'the same build with metrics and analytics off' });
+    // The daemon's own CPU time per request (all its processes), which the machine's other load disturbs less.
+    const cpu = figure('head-metrics-cpu', `HEAD blob, concurrency ${c}, metrics and analytics on: daemon CPU per request`, 'µs', 'lower', { limitLabel: 'the same build with metrics and analytics off (CPU)' });
+    for (const t of [on, off]) await headLoad(t, paths, c, 1000);
+    const paired = figure('head-metrics-ratio', `HEAD blob, concurrency ${c}: req/s with metrics and analytics on / off, paired in each round`, '%', 'higher', { noRatio: true });
+    const rounds = option('--rounds') ? cfg.rounds : Math.max(cfg.rounds, 8);
+    for (let r = 0; r < rounds; r++) {
+      const rps = {};
+      for (const t of order([on, off], r)) {
+        const pid = (t === on ? onBc : offBc).pid;
+        const cpuBefore = cpuMsOf(pid);
+        const res = await headLoad(t, paths, c, cfg.headMs);
+        const usPerRequest = ((cpuMsOf(pid) - cpuBefore) * 1000) / res.requests;
+        fig.samples[t.name].push(res.rps);
+        cpu.samples[t.name].push(usPerRequest);
+        rps[t.name] = res.rps;
+        if (res.errors) problems.push(`${fig.label} — ${t === off ? 'off' : 'on'}: ${res.errors} errors, first: ${res.firstError}`);
+        log(`[HEAD metrics] round ${r + 1}/${rounds} ${t === off ? 'off' : 'on '}: ${fmt(res.rps)} req/s, p50 ${fmt(res.p50, 3)} ms, p99 ${fmt(res.p99, 3)} ms, ${fmt(usPerRequest)} µs CPU per request`);
+      }
+      paired.samples.buildcached.push((100 * rps.buildcached) / rps.limit);
+    }
+    const ratio = median(paired.samples.buildcached) / 100;
+    const cpuRatio = median(cpu.samples.buildcached) / median(cpu.samples.limit);
+    log(`[HEAD metrics] on / off = ${fmt(ratio, 3)} (median of the rounds' pairs; issue 12 wants ≥ 0.95); medians ${fmt(median(fig.samples.buildcached))} / ${fmt(median(fig.samples.limit))} req/s; CPU per request on / off = ${fmt(cpuRatio, 3)}`);
+    if (ratio < 0.95) notes.push(`HEAD c=${c} with metrics and analytics on: ${fmt(ratio, 3)}× the req/s with them off (median of paired rounds; below 0.95); CPU per request ${fmt(cpuRatio, 3)}×`);
+    for (const t of [on, off]) t.close();
+    await Promise.all([stop(onBc), stop(offBc)]);
   }
 
   // --- CI storm ---------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import { LedgerGate, type WriteGate } from './storage/write-gate.js';
 import { FallbackRules } from './registry/fallback.js';
 import type { TierStats } from './tiers/write-back.js';
 import { ReferenceStats } from './cache/reference-stats.js';
+import { HitHistory } from './cache/hit-history.js';
 import { openOwnerTier, readerTier, type OwnerTier } from './tiers/setup.js';
 import { TierView, type TierDirectory } from './tiers/read-through.js';
 import { tierKeys } from './tiers/tier.js';
@@ -77,6 +78,8 @@ export interface OpenedStore {
   ledger: WriteLedger;
   /** Per-reference analytics (pushes, imports, saved uploads), fed by every process's requests. */
   references: ReferenceStats;
+  /** Cache hits and misses per minute over the last day, fed by every process's requests. */
+  hits: HitHistory;
   /** The storage tier's figures for the metrics (store-metrics.ts); undefined without a tier. */
   tierStats?: () => TierStats;
   /** The tier below the local disk, when one is configured: every committed change goes to `observe`. */
@@ -110,6 +113,8 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
   await repos.open();
   const references = new ReferenceStats(repos, blobs, layout.state, layout.tmp, config.analytics.maxReferences, config.storage.pushGraceSeconds, config.workers > 1 ? 250 : 0);
   await references.open();
+  const hits = new HitHistory(layout.state, layout.tmp);
+  await hits.open();
   const members = await openMembership(config, layout, table, true);
   let tier: OwnerTier | undefined;
   try {
@@ -159,6 +164,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
     evictor,
     cache,
     references,
+    hits,
     ...(tier ? { tier, tierStats: () => tier!.writeBack.status() } : {}),
     admin: new Admin(
       layout,
@@ -167,6 +173,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
       recency,
       evictor,
       references,
+      hits,
       cache.fallbacks,
       tier && {
         status: () => tier.writeBack.status(),
@@ -186,6 +193,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
       if (retention) every(config.tier!.s3!.touchInterval, () => retention.run(), 'bucket retention');
       every(5_000, () => recency.flush(), 'recency flush');
       every(5_000, () => references.flush(), 'reference analytics flush');
+      every(5_000, () => hits.flush(), 'hit rate flush');
       every(30_000, () => evictor.evictIfOver('high watermark'), 'eviction');
       every(Math.min(config.storage.uploadIdleTimeout / 4, 30_000), async () => {
         const started = performance.now();
@@ -199,6 +207,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
       await tier?.writeBack.close();
       await recency.close();
       await references.flush();
+      await hits.flush();
     },
   };
 }

@@ -282,6 +282,20 @@ export function memoryOf(pid) {
   return { rss: sum.rss || NaN, hwm: sum.hwm || NaN, pss: sum.pss || NaN, processes: tree.length };
 }
 
+/** CPU time (user + system, ms) used so far by `pid` and its descendants, from /proc/PID/stat (clock ticks of
+ *  10 ms, Linux's USER_HZ): the same work measured this way is steadier than a throughput on a shared machine. */
+export function cpuMsOf(pid) {
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    try {
+      // Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {}
+  }
+  return ticks * 10;
+}
+
 /** Samples the tree's summed RSS and PSS every `everyMs`; stop() returns the peaks and the summed VmHWM. */
 export function sampleRss(pid, everyMs = 100) {
   let { rss: peakRss, pss: peakPss } = memoryOf(pid);

@@ -124,6 +124,12 @@ The machine is shared and noisy; ratios from one run (the same noise for both) m
   distribution, in Go, copies files to sockets with sendfile(2) and can exceed it.
 - **HEAD**: closed loop, ${c.headMs / 1000} s per round at each concurrency, over ${c.pullStreams} existing blobs. Limit:
   the bare Node server answering HEAD with fixed headers.
+- **metrics and analytics on/off**: two fresh buildcached daemons of the same build, seeded alike, one with the
+  defaults (metrics and analytics on) and one with \`metrics.enabled: false\` and \`analytics.enabled: false\` (its
+  "limit" column, so "bc % of limit" is on / off); HEAD at concurrency 16 over 8 existing blobs, at least 8 rounds,
+  each measuring both one right after the other (taking turns first). The paired row is the median of each round's
+  on / off (a pair shares the machine's load of its moment); the CPU row is the daemon's user + system time (all its
+  processes, from /proc) per request.
 - **CI storm**: ${c.storm.jobs} jobs at once; each, one request after another as BuildKit exports: HEAD each of
   ${c.storm.sharedLayers} shared + ${c.storm.uniqueLayers} own layers (${c.storm.minLayer / 1048576}–${c.storm.maxLayer / 1048576} MiB) and
   its cache config, POST + PUT those missing, then PUT its cache index (an OCI image index whose \`manifests[]\` are the

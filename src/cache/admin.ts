@@ -4,6 +4,7 @@ import type { EvictionReport, Evictor, RecentRun } from './evictor.js';
 import { listReferences, type ReferenceInfo } from './inventory.js';
 import type { Recency } from './recency.js';
 import type { ReferenceStats } from './reference-stats.js';
+import type { HitHistory, HitSeries } from './hit-history.js';
 import { referenceReports, type ReferenceReport } from './reference-report.js';
 import { verifyStore, type VerifyReport } from './verify.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -26,6 +27,8 @@ export interface Status {
   /** Missing tags answered by a fallback rule since start, by repository. */
   fallbacks: Record<string, number>;
   recentEvictions: RecentRun[];
+  /** Cache lookups (blob HEAD/GET, manifest GET/HEAD) found or not, per minute over the last day. */
+  hitRate: HitSeries;
   /** With a tier below the local disk: its upload backlog, totals and last error. */
   tier?: TierStats & { degraded: boolean };
 }
@@ -58,6 +61,7 @@ export class Admin implements AdminApi {
     private readonly recency: Recency,
     private readonly evictor: Evictor,
     private readonly stats: ReferenceStats,
+    private readonly hits: HitHistory,
     private readonly fallbacks: ReadonlyMap<string, number> = new Map(),
     private readonly tier?: {
       status(): TierStats;
@@ -88,6 +92,7 @@ export class Admin implements AdminApi {
       evictions: this.evictor.totals,
       fallbacks: Object.fromEntries([...this.fallbacks].sort(([a], [b]) => (a < b ? -1 : 1))),
       recentEvictions: this.evictor.recentRuns,
+      hitRate: this.hits.series(),
       ...(this.tier ? { tier: { ...this.tier.status(), degraded: this.tier.degraded() } } : {}),
     };
   }

@@ -3,6 +3,7 @@ import type { EvictionReport } from '../cache/evictor.js';
 import type { ReferenceInfo } from '../cache/inventory.js';
 import type { ReferenceReport } from '../cache/reference-report.js';
 import type { Problem, VerifyReport } from '../cache/verify.js';
+import { hitTotals, type HitSeries } from '../cache/hit-history.js';
 
 export function humanBytes(n: number | null): string {
   if (n === null) return 'unbounded';
@@ -53,6 +54,14 @@ export function formatReferenceReports(refs: ReferenceReport[]): string {
   return table(rows);
 }
 
+/** The last day's lookups in a line, for `status` and the status page. */
+export function hitLine(s: HitSeries): string {
+  const t = hitTotals(s);
+  const hours = Math.round(s.windowSeconds / 3600);
+  if (t.rate === null) return `no cache lookups in the last ${hours} h`;
+  return `${(100 * t.rate).toFixed(1)}% of ${t.hits + t.misses} cache lookups in the last ${hours} h found (${t.hits} hits, ${t.misses} misses; blob HEAD/GET, manifest GET/HEAD)`;
+}
+
 export function formatStatus(s: Status): string {
   const pct = s.budgetBytes ? ` (${((100 * s.bytesUsed) / s.budgetBytes).toFixed(1)}% of budget)` : '';
   const lines = [
@@ -61,6 +70,7 @@ export function formatStatus(s: Status): string {
     `push grace  ${s.pushGraceSeconds}s`,
     `blobs       ${s.blobCount}`,
     `references  ${s.references.length}`,
+    `hit rate    ${hitLine(s.hitRate)}`,
     `evicted     ${s.evictions.tags} tags, ${s.evictions.manifests} manifests, ${s.evictions.blobs} blobs, ${humanBytes(s.evictions.bytesReclaimed)} reclaimed in ${s.evictions.runs} runs since start`,
   ];
   const fallbacks = Object.entries(s.fallbacks);

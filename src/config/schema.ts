@@ -244,6 +244,8 @@ export const configSchema = z.strictObject({
     token: z.string().refine((t) => t === '' || (t.length >= 16 && !/\s/.test(t)), 'must be empty or 16 or more characters without spaces'),
   }),
   analytics: z.strictObject({
+    /** false: no per-reference analytics and no hit rate over time are counted. */
+    enabled: flag,
     maxReferences: z.number().int().min(1),
   }),
   metrics: z.strictObject({

@@ -16,8 +16,8 @@ import type { Layout } from '../storage/layout.js';
 import { authenticate, type ChallengeOptions } from './auth.js';
 import { tokenRoutes, type TokenSettings } from './routes/token.js';
 import { adminProxyRoutes } from './routes/admin-proxy.js';
-import { metricsRoutes } from './routes/metrics.js';
-import type { HttpMetrics, MetricsSource, RequestOutcome } from '../observability/metrics.js';
+import { METRICS_PATH, metricsHandler } from './routes/metrics.js';
+import { cacheLookup, type HttpMetrics, type MetricsSource, type RequestOutcome } from '../observability/metrics.js';
 import type { ReferenceActivity } from '../cache/reference-stats.js';
 import { referenceActivity } from './activity.js';
 
@@ -31,6 +31,9 @@ export interface AppOptions {
   metrics?: { http: HttpMetrics; source: MetricsSource };
   /** Where what a request did to a cache reference goes (the store owner's ReferenceStats, maybe over IPC). */
   activity?: (a: ReferenceActivity) => void;
+  /** Where a cache lookup's outcome goes, for the hit rate over time (the store owner's HitHistory, maybe over
+   *  IPC). */
+  lookup?: (hit: boolean) => void;
   /** What /readyz reports beyond "serving" (a tier's outage). */
   readiness?: Readiness;
 }
@@ -74,13 +77,15 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
-  const { metrics, activity } = opts;
+  const { metrics, activity, lookup } = opts;
   const observe = (o: RequestOutcome) => {
-    metrics?.http.observe(o);
-    const a = activity && referenceActivity(o);
-    if (a) activity({ ...a, at: Date.now() });
+    const found = cacheLookup(o.method, o.route, o.status);
+    metrics?.http.observe(o, found);
+    if (found) lookup?.(found.hit);
+    const a = activity && referenceActivity(o, Date.now());
+    if (a) activity(a);
   };
-  app.use(requestLog(log, metrics || activity ? observe : undefined));
+  app.use(requestLog(log, metrics || activity || lookup ? observe : undefined));
   app.use(healthRoutes(opts.readiness));
   const auth = opts.auth;
   if (auth) app.use(tokenRoutes(auth.authenticator, auth.tokens));
@@ -91,7 +96,7 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use('/v2', safePath);
   // With auth on, /metrics on this listener is for admin rules (metrics.listen serves it unauthenticated).
   if (auth) app.use(authenticate(auth.authenticator, auth.challenge));
-  if (metrics) app.use(metricsRoutes(metrics.source));
+  if (metrics) app.get(METRICS_PATH, metricsHandler(metrics.source));
   if (auth) app.use(adminProxyRoutes(auth.layout));
   app.use(baseRoutes());
   app.use(listingRoutes(registry));

@@ -5,7 +5,7 @@ import type { Logger } from '../observability/logger.js';
 import type { MetricsSource } from '../observability/metrics.js';
 import { errorHandler, notFound } from './oci-errors.js';
 import { requestLog } from './request-log.js';
-import { metricsRoutes } from './routes/metrics.js';
+import { METRICS_PATH, metricsHandler } from './routes/metrics.js';
 import { listen, splitListen } from './server.js';
 
 export interface MetricsServer {
@@ -22,7 +22,7 @@ export async function serveMetrics(config: Config, source: MetricsSource, log: L
   const app = express();
   app.disable('x-powered-by');
   app.use(requestLog(log));
-  app.use(metricsRoutes(source));
+  app.get(METRICS_PATH, metricsHandler(source));
   app.use(notFound);
   app.use(errorHandler(log));
   const server = createServer({ headersTimeout: 30_000 }, app);

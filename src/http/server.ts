@@ -44,8 +44,8 @@ export function listen(server: RegistryServer, host: string, port: number): Prom
   });
 }
 
-/** What the app is given beyond the configuration: metrics, reference analytics, readiness (see AppOptions). */
-export type Observers = Pick<AppOptions, 'metrics' | 'activity' | 'readiness'>;
+/** What the app is given beyond the configuration: metrics, analytics, readiness (see AppOptions). */
+export type Observers = Pick<AppOptions, 'metrics' | 'activity' | 'lookup' | 'readiness'>;
 
 /** The registry's express app as the configuration describes it, authentication included. */
 export async function configuredApp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard, observers: Observers = {}): Promise<Express> {

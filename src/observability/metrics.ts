@@ -36,11 +36,16 @@ export type CacheKind = 'blob_head' | 'blob_get' | 'manifest';
 const BLOB_ROUTE = '/v2/<name>/blobs/<digest>';
 const MANIFEST_ROUTE = '/v2/<name>/manifests/<reference>';
 
+export interface CacheLookup {
+  kind: CacheKind;
+  hit: boolean;
+}
+
 /**
  * Whether a request was a cache lookup, and its outcome: a found blob or manifest is a hit, a 404 a miss; any
  * other answer (a bad name, a refused request) says nothing about the cache. Pure, from what the request log sees.
  */
-export function cacheLookup(method: string, route: string, status: number): { kind: CacheKind; hit: boolean } | undefined {
+export function cacheLookup(method: string, route: string, status: number): CacheLookup | undefined {
   let kind: CacheKind;
   if (route === BLOB_ROUTE && method === 'HEAD') kind = 'blob_head';
   else if (route === BLOB_ROUTE && method === 'GET') kind = 'blob_get';
@@ -103,12 +108,12 @@ export class HttpMetrics {
     }
   }
 
-  observe(r: RequestOutcome): void {
+  /** `lookup`: the request's cacheLookup, which the caller works out once for every observer. */
+  observe(r: RequestOutcome, lookup: CacheLookup | undefined): void {
     this.requests.inc({ method: r.method, route: r.route, status: String(r.status) });
     this.duration.observe({ method: r.method, route: r.route }, r.seconds);
     if (r.bytesIn) this.received.inc(r.bytesIn);
     if (r.bytesOut) this.sent.inc(r.bytesOut);
-    const lookup = cacheLookup(r.method, r.route, r.status);
     if (lookup) (lookup.hit ? this.hits : this.misses).inc({ kind: lookup.kind });
   }
 }

@@ -11,10 +11,11 @@ import type { ReferenceActivity } from '../cache/reference-stats.js';
 
 /** One cache signal, batched: p = HEAD/mount protect, r = read, w = written, m = manifest used, f = disk full,
  *  b = a fallback served (branch fallback) in a repository, a = a request's activity on a cache reference
- *  (analytics),
+ *  (analytics), h = cache lookups found and not found since the last batch (the hit rate over time),
  *  t = bytes read through from the tier (0 with a failure). */
 export type UsageSignal =
   | ['a', ReferenceActivity]
+  | ['h', number, number]
   | ['t', number, boolean]
   | ['p', string]
   | ['r', string]

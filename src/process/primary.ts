@@ -26,6 +26,9 @@ function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
       case 'a':
         store.references.record(s[1]);
         break;
+      case 'h':
+        store.hits.record(s[1], s[2]);
+        break;
       case 't':
         store.tier?.directory.readThrough(s[1], s[2]);
         break;

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { serveAdmin, type AdminServer } from '../http/admin-server.js';
-import { serveHttp } from '../http/server.js';
+import { serveHttp, type Observers } from '../http/server.js';
 import type { Logger } from '../observability/logger.js';
 import { acquireDataDir, recordOwner } from '../storage/data-dir.js';
 import { Layout } from '../storage/layout.js';
@@ -38,6 +38,14 @@ export function tierDegraded(store: OpenedStore): string | undefined {
   return wb?.degraded ? `S3 tier unreachable: ${wb.status().lastError ?? 'unknown error'}` : undefined;
 }
 
+/** The analytics fed straight into the store's owner, in the process that serves the request. */
+export function ownerAnalytics(store: OpenedStore): Pick<Observers, 'activity' | 'lookup'> {
+  return {
+    activity: (a) => store.references.record(a),
+    lookup: (hit) => store.hits.record(hit ? 1 : 0, hit ? 0 : 1),
+  };
+}
+
 /** The whole daemon in one process: lock, store, background work, HTTP and the admin listener. */
 export async function startSingle(config: Config, log: Logger): Promise<Running> {
   const layout = new Layout(resolve(config.storage.dir));
@@ -56,7 +64,7 @@ export async function startSingle(config: Config, log: Logger): Promise<Running>
     const metrics = config.metrics.enabled ? singleProcessMetrics(store, config.metrics.topReferences) : undefined;
     const http = await serveHttp(config, store.registry, log, localGuard(loginLimits(config)), {
       ...(metrics ? { metrics } : {}),
-      activity: (a) => store.references.record(a),
+      ...(config.analytics.enabled ? ownerAnalytics(store) : {}),
       readiness: async () => tierDegraded(store),
     });
     opened.push(http.close);

@@ -50,6 +50,9 @@ class PrimaryChannel {
 class ForwardingHooks implements CacheHooks {
   private batch: UsageSignal[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Cache lookups since the last batch: counted here and sent as one signal, so a lookup costs an addition. */
+  private hits = 0;
+  private misses = 0;
   /** Blobs this worker answered a HEAD or mount for: the primary hears of them up to 20 ms late, so an eviction
    *  it started meanwhile asks here before a blob goes. */
   readonly probed: ProbeWindow;
@@ -64,7 +67,17 @@ class ForwardingHooks implements CacheHooks {
 
   private push(s: UsageSignal): void {
     this.batch.push(s);
+    this.arm();
+  }
+
+  private arm(): void {
     this.timer ??= setTimeout(() => this.flush(), 20);
+  }
+
+  lookup(hit: boolean): void {
+    if (hit) this.hits++;
+    else this.misses++;
+    this.arm();
   }
 
   flush(): void {
@@ -74,6 +87,10 @@ class ForwardingHooks implements CacheHooks {
     if (now - this.lastSweep >= 10) {
       this.lastSweep = now;
       this.probed.sweep(now);
+    }
+    if (this.hits + this.misses > 0) {
+      this.batch.push(['h', this.hits, this.misses]);
+      this.hits = this.misses = 0;
     }
     if (this.batch.length === 0) return;
     send({ kind: 'usage', signals: this.batch });
@@ -205,7 +222,7 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
   const readiness = async () => (await channel.call<string | null>({ op: 'tier-ready' })).value ?? undefined;
   const http = await serveHttp(config, registry, log, loginGuard, {
     ...(metrics ? { metrics: metrics.app } : {}),
-    activity: (a) => hooks.activity(a),
+    ...(config.analytics.enabled ? { activity: (a) => hooks.activity(a), lookup: (hit) => hooks.lookup(hit) } : {}),
     ...(config.tier?.s3 ? { readiness } : {}),
   });
   reloadTls = () => void http.reloadTls();

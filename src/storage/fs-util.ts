@@ -62,6 +62,25 @@ export async function moveIfExists(path: string, dest: string): Promise<boolean>
 }
 
 /**
+ * The JSON a state file holds, or undefined when it is missing, torn or not JSON: a lost state file costs what it
+ * recorded (analytics), never the daemon's start.
+ */
+export async function readJsonState(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Writes small content so that `path` holds either the old or the new bytes after a crash, never a mix:
  * temp file in `tmpDir` (same filesystem), fsync, rename over, fsync the directory.
  */

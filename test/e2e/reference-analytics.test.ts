@@ -2,12 +2,15 @@
  * Per-reference analytics (issue 12, item 2) on the real daemon, with one and two worker processes: a BuildKit-
  * shaped export (HEAD each blob, upload the missing, PUT the cache index by tag) done twice — the second skips
  * every upload — then an import; `du --json`, GET /admin/v1/references and /metrics report exactly what happened,
- * summed over the workers by the primary, and the figures survive a restart.
+ * summed over the workers by the primary, as does the hit rate over time in `status`, and the figures survive a
+ * restart. With `analytics.enabled: false` nothing is counted.
  */
+import { writeFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ReferenceReport } from '../../src/cache/reference-report.js';
-import { KiB, adminRequest, cliJson, putBlob, randomLayers, startCache, waitFor, type CacheDaemon } from '../helpers/cache-helpers.js';
-import { cleanup, servingPids } from '../helpers/daemon.js';
+import { hitTotals } from '../../src/cache/hit-history.js';
+import { KiB, adminRequest, cliJson, pullRef, pushRef, putBlob, randomLayers, startCache, status, waitFor, writeCacheConfig, type CacheDaemon } from '../helpers/cache-helpers.js';
+import { cleanup, makeTempDir, servingPids } from '../helpers/daemon.js';
 import { MT, buildkitCacheConfig, buildkitCacheIndex, request, sha256 } from '../helpers/registry-client.js';
 import { parseExposition, sampleValue } from '../helpers/prometheus-text.js';
 
@@ -103,9 +106,34 @@ describe('reference analytics', () => {
     expect(sampleValue(samples, 'buildcached_reference_pulls_total', { reference: `${REPO}:main` })).toBe(1);
     expect(sampleValue(samples, 'buildcached_reference_pushes_total', { reference: `${REPO}:big` })).toBe(1);
 
+    // The hit rate over time counts every lookup: the HEADs of the exports (4 misses, then 4 hits, then 3 hits and
+    // a miss) and the import's manifest and 4 blobs (hits); Prometheus counts the same ones.
+    const lookups = { hits: 12, misses: 5, rate: 12 / 17 };
+    await waitFor('the lookups to reach the hit rate', async () => hitTotals((await status(d.url)).hitRate).hits === lookups.hits);
+    expect(hitTotals((await status(d.url)).hitRate)).toEqual(lookups);
+    const kinds = ['blob_head', 'blob_get', 'manifest'];
+    expect(kinds.reduce((n, kind) => n + sampleValue(samples, 'buildcached_cache_hits_total', { kind })!, 0)).toBe(lookups.hits);
+    expect(kinds.reduce((n, kind) => n + sampleValue(samples, 'buildcached_cache_misses_total', { kind })!, 0)).toBe(lookups.misses);
+
     // Persisted: a restarted daemon reports the same figures.
     expect((await d.stop()).code).toBe(0);
     const again = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers, dataDir: d.dataDir, configPath: d.configPath });
     expect(find(await du(again), 'main')).toMatchObject(expected);
+    expect(hitTotals((await status(again.url)).hitRate)).toEqual(lookups);
+  }, 60_000);
+
+  it('analytics.enabled: false counts neither the references nor the hit rate', async () => {
+    const configPath = await writeCacheConfig(await makeTempDir('buildcached-cfg-'), { maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
+    await writeFile(configPath, 'analytics:\n  enabled: false\n', { flag: 'a' });
+    const d = await startCache({ maxBytes: 0, pushGraceSeconds: 0, configPath });
+    await pushRef(d.client, REPO, 'main', randomLayers([10 * KiB]));
+    expect((await pullRef(d.client, REPO, 'main')).status).toBe('ok');
+    // A stop delivers every worker's pending signals to the primary and saves what it counted: after a restart
+    // the store shows what was ever recorded, and that is nothing.
+    expect((await d.stop()).code).toBe(0);
+    const again = await startCache({ maxBytes: 0, pushGraceSeconds: 0, dataDir: d.dataDir, configPath });
+    expect(hitTotals((await status(again.url)).hitRate)).toEqual({ hits: 0, misses: 0, rate: null });
+    expect(find(await du(again), 'main')).toMatchObject({ pushes: 0, pulls: 0, uploaded: 0, uploadsSkipped: 0, blobsServed: 0 });
+    expect(find(await du(again), 'main')!.bytes).toBeGreaterThan(0);
   }, 60_000);
 });

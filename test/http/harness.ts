@@ -23,6 +23,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import type { Registry } from '../../src/registry/registry.js';
 import { openStore, type OpenedStore } from '../../src/store.js';
 import { singleProcessMetrics } from '../../src/observability/store-metrics.js';
+import { ownerAnalytics } from '../../src/process/single.js';
 
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.js';
 
@@ -58,7 +59,7 @@ export async function startRegistry(layer: Record<string, unknown> = {}, opts: {
     const registry = store.registry;
     const app = await configuredApp(config, registry, log, localGuard(loginLimits(config)), {
       ...(opts.metrics ? { metrics: singleProcessMetrics(store, config.metrics.topReferences) } : {}),
-      activity: (a) => store.references.record(a),
+      ...ownerAnalytics(store),
     });
     const server = createHttpServer(app, config.http);
     await new Promise<void>((ok, fail) => {
