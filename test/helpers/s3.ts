@@ -13,7 +13,7 @@ import { REPO_ROOT, makeTempDir, onCleanup, track } from './daemon.js';
 // The SDK is pinned to a Node 20 release on purpose; its notice about later releases is noise here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const CHILD = join(REPO_ROOT, 'test', 'helpers', 's3rver-child.cjs');
-/** s3rver's built-in account. */
+/** The tests' S3 account: s3rver's built-in one, which the radosgw helper creates too. */
 export const S3_ENV = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
 
 export interface S3Server {
@@ -49,7 +49,25 @@ export async function startS3(bucket = 'cache'): Promise<S3Server> {
   const dir = await makeTempDir('buildcached-s3-');
   let child = await runChild(dir, 0, bucket);
   const port = child.port;
-  const endpoint = `http://127.0.0.1:${port}`;
+  let running = true;
+  return storeServer(`http://127.0.0.1:${port}`, port, bucket, {
+    stop: async () => {
+      if (!running) return;
+      running = false;
+      const exited = new Promise((r) => child.proc.once('exit', r));
+      child.proc.kill('SIGKILL');
+      await exited;
+    },
+    start: async () => {
+      if (running) return;
+      child = await runChild(dir, port, bucket);
+      running = true;
+    },
+  });
+}
+
+/** An S3Server over a store at `endpoint` that `control` stops and starts, with the tests' account. */
+export function storeServer(endpoint: string, port: number, bucket: string, control: Pick<S3Server, 'stop' | 'start'>): S3Server {
   const newClient = () => new S3Client({
     region: 'us-east-1',
     endpoint,
@@ -58,16 +76,7 @@ export async function startS3(bucket = 'cache'): Promise<S3Server> {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
-  // A new client after a restart: none of the old one's keep-alive sockets to the stopped server is reused.
   let client = newClient();
-  let running = true;
-  const stop = async () => {
-    if (!running) return;
-    running = false;
-    const exited = new Promise((r) => child.proc.once('exit', r));
-    child.proc.kill('SIGKILL');
-    await exited;
-  };
   onCleanup(() => client.destroy());
   return {
     endpoint,
@@ -76,11 +85,10 @@ export async function startS3(bucket = 'cache'): Promise<S3Server> {
     get client() {
       return client;
     },
-    stop,
+    stop: control.stop,
     start: async () => {
-      if (running) return;
-      child = await runChild(dir, port, bucket);
-      running = true;
+      await control.start();
+      // A new client after a restart: none of the old one's keep-alive sockets to the stopped server is reused.
       client.destroy();
       client = newClient();
     },
