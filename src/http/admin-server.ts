@@ -10,7 +10,7 @@ import { OciError, errnoCode } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Layout } from '../storage/layout.js';
 import { errorHandler, notFound } from './oci-errors.js';
-import { requestLog } from './request-log.js';
+import { requestLogMiddleware } from './request-log.js';
 import { adminRoutes } from './routes/admin.js';
 import { ListenError, listen, splitListen } from './server.js';
 
@@ -45,7 +45,7 @@ export function createAdminApp(admin: AdminApi, log: Logger, token: string | und
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
-  app.use(requestLog(log));
+  app.use(requestLogMiddleware(log));
   if (token) app.use(requireToken(token));
   app.use(adminRoutes(admin));
   app.use(notFound);

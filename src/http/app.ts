@@ -1,12 +1,13 @@
+import type { IncomingMessage, RequestListener } from 'node:http';
 import express, { type RequestHandler } from 'express';
 import type { Registry } from '../registry/registry.js';
 import type { Logger } from '../observability/logger.js';
 import { OciError } from '../core/errors.js';
-import { errorHandler, notFound } from './oci-errors.js';
+import { errorHandler, failureResponder, notFound } from './oci-errors.js';
 import { MemoryBudget } from './body.js';
 import { requestLog } from './request-log.js';
 import { BASE_PATH, baseRoutes } from './routes/base.js';
-import { BLOB_PATH, blobRoutes } from './routes/blobs.js';
+import { BLOB_PATH, blobReads, blobRoutes } from './routes/blobs.js';
 import { UPLOAD_SESSION_PATH, UPLOAD_START_PATH, uploadRoutes } from './routes/uploads.js';
 import { MANIFEST_PATH, manifestRoutes } from './routes/manifests.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH, listingRoutes } from './routes/listing.js';
@@ -20,6 +21,7 @@ import { METRICS_PATH, metricsHandler } from './routes/metrics.js';
 import { cacheLookup, type HttpMetrics, type MetricsSource, type RequestOutcome } from '../observability/metrics.js';
 import type { ReferenceActivity } from '../cache/reference-stats.js';
 import { referenceActivity } from './activity.js';
+import { exchange, requestPath, type Exchange } from './exchange.js';
 
 export interface AppOptions {
   maxManifestBytes: number;
@@ -42,14 +44,11 @@ export interface AppOptions {
  * Rejects paths that could only be an attempt to escape: percent-encoding (no valid name, tag, digest or upload id
  * needs it), NUL, backslashes, empty or dot segments. Everything after this point still validates each part.
  */
-const safePath: RequestHandler = (req, _res, next) => {
-  // The absolute form (`GET http://host/v2/ HTTP/1.1`, RFC 9112 §3.2.2) is checked from its path on.
-  const path = req.originalUrl.split('?', 1)[0]!.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '');
+function checkPath(path: string): void {
   if (/[%\\\0]/.test(path) || /\/\/|\/\.\.?(\/|$)/.test(path)) {
     throw new OciError('NAME_INVALID', 'invalid characters or segments in the request path');
   }
-  next();
-};
+}
 
 /** Every API path with the methods its router serves (HEAD comes with GET), for 405 + `Allow` vs 404. */
 const API_ROUTES: ReadonlyArray<readonly [RegExp, readonly string[]]> = [
@@ -72,7 +71,12 @@ const methodNotAllowed: RequestHandler = (req, res, next) => {
   next(new OciError('UNSUPPORTED', `${req.method} is not supported on this path`));
 };
 
-export function createApp(registry: Registry, log: Logger, opts: AppOptions): express.Express {
+/**
+ * The registry's request listener: a front door that every request passes — the request log, the API version
+ * header and path check under /v2, authentication — then blob reads answered right there (the hottest path), and
+ * everything else handed to express's router.
+ */
+export function createApp(registry: Registry, log: Logger, opts: AppOptions): RequestListener {
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
@@ -85,17 +89,11 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
     const a = activity && referenceActivity(o, Date.now());
     if (a) activity(a);
   };
-  app.use(requestLog(log, metrics || activity || lookup ? observe : undefined));
+  const track = requestLog(log, metrics || activity || lookup ? observe : undefined);
   app.use(healthRoutes(opts.readiness));
   const auth = opts.auth;
   if (auth) app.use(tokenRoutes(auth.authenticator, auth.tokens));
-  app.use('/v2', (_req, res, next) => {
-    res.set('Docker-Distribution-API-Version', 'registry/2.0');
-    next();
-  });
-  app.use('/v2', safePath);
   // With auth on, /metrics on this listener is for admin rules (metrics.listen serves it unauthenticated).
-  if (auth) app.use(authenticate(auth.authenticator, auth.challenge));
   if (metrics) app.get(METRICS_PATH, metricsHandler(metrics.source));
   if (auth) app.use(adminProxyRoutes(auth.layout));
   app.use(baseRoutes());
@@ -106,5 +104,28 @@ export function createApp(registry: Registry, log: Logger, opts: AppOptions): ex
   app.use(methodNotAllowed);
   app.use(notFound);
   app.use(errorHandler(log));
-  return app;
+
+  const guard = auth && authenticate(auth.authenticator, auth.challenge);
+  const fastRead = blobReads(registry);
+  const fail = failureResponder(log);
+  const admit = async (req: IncomingMessage, res: Exchange, path: string) => {
+    if (guard) await guard(req, res, path);
+    const read = fastRead(req.method, path);
+    if (read) await read(req, res);
+    else app(req, res);
+  };
+  return (req, res) => {
+    const ex = exchange(res);
+    track(req, ex);
+    const path = requestPath(req);
+    try {
+      if (path === '/v2' || path.startsWith('/v2/')) {
+        ex.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
+        checkPath(path);
+      }
+    } catch (err) {
+      return fail(err, req, ex);
+    }
+    admit(req, ex, path).catch((err: unknown) => fail(err, req, ex));
+  };
 }

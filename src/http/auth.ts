@@ -1,4 +1,5 @@
-import type { Request, RequestHandler, Response } from 'express';
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { OciError } from '../core/errors.js';
 import type { Authenticator, Identity } from '../auth/authenticator.js';
 import { parseAuthorization } from '../auth/authenticator.js';
@@ -6,6 +7,7 @@ import { describe } from '../auth/principal.js';
 import { formatScope, type Action, type Scope } from '../auth/scope.js';
 import { isValidName } from '../registry/names.js';
 import type { Access } from './access.js';
+import type { Exchange } from './exchange.js';
 import { BASE_PATH } from './routes/base.js';
 import { BLOB_PATH } from './routes/blobs.js';
 import { CATALOG_PATH, REFERRERS_PATH, TAGS_LIST_PATH } from './routes/listing.js';
@@ -60,21 +62,21 @@ export interface ChallengeOptions {
 }
 
 /** Only a plain host[:port] goes into the challenge, so a hostile Host header cannot shape the header. */
-function realmOf(req: Request, opts: ChallengeOptions): string {
+function realmOf(req: IncomingMessage, opts: ChallengeOptions): string {
   if (opts.realm) return opts.realm;
   const host = req.headers.host ?? '';
   const local = req.socket.localAddress ?? '127.0.0.1';
   const fallback = `${local.includes(':') ? `[${local}]` : local}:${req.socket.localPort}`;
   const safe = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(host) ? host : fallback;
-  return `${req.protocol}://${safe}/token`;
+  return `${(req.socket as TLSSocket).encrypted ? 'https' : 'http'}://${safe}/token`;
 }
 
-function challenge(req: Request, res: Response, opts: ChallengeOptions, need: Need, error?: 'invalid_token' | 'insufficient_scope'): void {
+function challenge(req: IncomingMessage, res: Exchange, opts: ChallengeOptions, need: Need, error?: 'invalid_token' | 'insufficient_scope'): void {
   const scope = scopeFor(need);
   const parts = [`realm="${realmOf(req, opts)}"`, `service="${opts.service}"`];
   if (scope) parts.push(`scope="${formatScope(scope)}"`);
   if (error) parts.push(`error="${error}"`);
-  res.set('WWW-Authenticate', `Bearer ${parts.join(',')}`);
+  res.setHeader('WWW-Authenticate', `Bearer ${parts.join(',')}`);
 }
 
 function accessFor(auth: Authenticator, id: Identity): Access {
@@ -119,12 +121,12 @@ function rulesAllow(auth: Authenticator, id: Identity, need: Need): boolean {
  * Authentication and authorization of every registry request, before any route runs: no or bad credentials →
  * 401 UNAUTHORIZED with the Docker token challenge; a token without the needed scope that its owner could get →
  * 401 insufficient_scope; signed in but not allowed → 403 DENIED. What the caller may do travels to the routes in
- * `res.locals.access` (mount sources, catalog filtering).
+ * `res.locals.access` (mount sources, catalog filtering). Resolves when the request may go on; throws the refusal.
  */
-export function authenticate(auth: Authenticator, opts: ChallengeOptions): RequestHandler {
-  return async (req, res, next) => {
-    const need = needOf(req.method, req.path);
-    if (!need) return next();
+export function authenticate(auth: Authenticator, opts: ChallengeOptions): (req: IncomingMessage, res: Exchange, path: string) => Promise<void> {
+  return async (req, res, path) => {
+    const need = needOf(req.method ?? '', path);
+    if (!need) return;
     const cred = parseAuthorization(req.headers.authorization);
     const result = await auth.authenticate(cred, req.socket.remoteAddress ?? '');
     if (!result.ok) {
@@ -136,7 +138,7 @@ export function authenticate(auth: Authenticator, opts: ChallengeOptions): Reque
     res.locals.user = describe(id.principal);
     const access = accessFor(auth, id);
     res.locals.access = access;
-    if (satisfied(auth, id, access, need)) return next();
+    if (satisfied(auth, id, access, need)) return;
     if (id.principal.kind === 'anonymous') {
       challenge(req, res, opts, need);
       throw new OciError('UNAUTHORIZED', 'authentication required');

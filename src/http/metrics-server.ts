@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { MetricsSource } from '../observability/metrics.js';
 import { errorHandler, notFound } from './oci-errors.js';
-import { requestLog } from './request-log.js';
+import { requestLogMiddleware } from './request-log.js';
 import { METRICS_PATH, metricsHandler } from './routes/metrics.js';
 import { listen, splitListen } from './server.js';
 
@@ -21,7 +21,7 @@ export async function serveMetrics(config: Config, source: MetricsSource, log: L
   if (!config.metrics.enabled || !config.metrics.listen) return undefined;
   const app = express();
   app.disable('x-powered-by');
-  app.use(requestLog(log));
+  app.use(requestLogMiddleware(log));
   app.get(METRICS_PATH, metricsHandler(source));
   app.use(notFound);
   app.use(errorHandler(log));

@@ -1,5 +1,7 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
-import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
+import type { IncomingMessage } from 'node:http';
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { Exchange } from './exchange.js';
 import { OciError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -61,7 +63,11 @@ function errorBody(code: string, message: string, detail: unknown = null): strin
   return JSON.stringify({ errors: [{ code, message, detail }] });
 }
 
-export function sendError(res: Response, err: OciError): void {
+/** What every JSON error body is sent as (what express's `res.json` sends too). */
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** Plain Node response calls, so that the front door and express's routes send errors alike. */
+export function sendError(res: Exchange, err: OciError): void {
   const status = STATUS[err.code];
   const code = wireCode(err.code);
   // The log says what the client was told.
@@ -71,20 +77,21 @@ export function sendError(res: Response, err: OciError): void {
     res.destroy(err);
     return;
   }
-  res.status(status).set('Content-Type', 'application/json');
+  res.statusCode = status;
+  res.setHeader('Content-Type', JSON_TYPE);
   if (err.detail && typeof err.detail === 'object' && 'offset' in err.detail) {
     const offset = Number((err.detail as { offset: unknown }).offset);
-    res.set('Range', `0-${Math.max(0, offset - 1)}`);
+    res.setHeader('Range', `0-${Math.max(0, offset - 1)}`);
   }
   if (err.code === 'RANGE_INVALID' && err.detail && typeof err.detail === 'object' && 'size' in err.detail) {
-    res.set('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
+    res.setHeader('Content-Range', `bytes */${Number((err.detail as { size: unknown }).size)}`);
   }
   if (err.code === 'TOOMANYREQUESTS') {
     const wait = err.detail && typeof err.detail === 'object' && 'retryAfter' in err.detail ? Number(err.detail.retryAfter) : RETRY_AFTER_SECONDS;
-    res.set('Retry-After', String(wait));
+    res.setHeader('Retry-After', String(wait));
   }
   const body = errorBody(code, err.message, err.detail);
-  res.set('Content-Length', String(Buffer.byteLength(body)));
+  res.setHeader('Content-Length', String(Buffer.byteLength(body)));
   res.end(body);
 }
 
@@ -180,17 +187,22 @@ export const notFound: RequestHandler = (req, res, next) => {
   if (code) return next(new OciError(code, 'no such resource'));
   res.locals.errorCode = 'UNSUPPORTED';
   const body = errorBody('UNSUPPORTED', 'no such endpoint');
-  res.status(404).set({ 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }).end(body);
+  res.status(404).set({ 'Content-Type': JSON_TYPE, 'Content-Length': String(Buffer.byteLength(body)) }).end(body);
 };
 
-/** Express error middleware: OCI errors as such, anything else as a logged 500 that reveals nothing internal. */
-export function errorHandler(log: Logger): ErrorRequestHandler {
-  return (err: unknown, req, res, _next) => {
+/**
+ * Answers a request that failed: OCI errors as such, anything else as a logged 500 that reveals nothing internal.
+ * The one place both the front door and express's error middleware send failures through.
+ */
+export function failureResponder(log: Logger): (err: unknown, req: IncomingMessage, res: Exchange) => void {
+  return (err, req, res) => {
     if (err instanceof OciError) return sendError(res, err);
     const status = typeof err === 'object' && err !== null && 'status' in err ? Number(err.status) : 500;
     if (status >= 400 && status < 500 && !res.headersSent) {
       // A client error raised by express or Node itself (malformed request): keep its status.
-      res.status(status).set('Content-Type', 'application/json').end(errorBody('UNSUPPORTED', 'malformed request'));
+      res.statusCode = status;
+      res.setHeader('Content-Type', JSON_TYPE);
+      res.end(errorBody('UNSUPPORTED', 'malformed request'));
       return;
     }
     if (req.socket.destroyed) {
@@ -198,11 +210,19 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       log.info({ method: req.method, reason: (err as Error)?.message }, 'client went away mid-request');
       return void res.destroy();
     }
-    log.error({ err, method: req.method, url: req.originalUrl.slice(0, 300) }, 'request failed');
+    log.error({ err, method: req.method, url: (req.url ?? '').slice(0, 300) }, 'request failed');
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    res.status(500).set('Content-Type', 'application/json').end(errorBody('UNKNOWN', 'internal error'));
+    res.statusCode = 500;
+    res.setHeader('Content-Type', JSON_TYPE);
+    res.end(errorBody('UNKNOWN', 'internal error'));
   };
+}
+
+/** Express error middleware: the same responder. */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  const respond = failureResponder(log);
+  return (err: unknown, req, res, _next) => respond(err, req, res);
 }

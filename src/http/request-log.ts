@@ -1,5 +1,7 @@
-import type { Request, RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Exchange } from './exchange.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestOutcome } from '../observability/metrics.js';
 
@@ -11,13 +13,18 @@ export function requestId(header: string | string[] | undefined): string {
   return typeof header === 'string' && SANE_REQUEST_ID.test(header) ? header : randomUUID();
 }
 
+const NO_BODY = () => 0;
+
 /**
  * Counts the request body as it is read, whoever reads it and however the request ends (a refused digest read the
  * whole body too). The counter joins the first reader — a 'data' listener or a resume() that discards — and never
  * starts the flow itself: a 'data' listener of its own, added up front, would set the body flowing before the
  * route is ready for it.
  */
-function bodyCounter(req: Request): () => number {
+function bodyCounter(req: IncomingMessage): () => number {
+  // No Content-Length and no Transfer-Encoding: no body (RFC 9112 §6.3; the framing check refused the rest). The
+  // common case of HEAD and GET, spared two listeners a request.
+  if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return NO_BODY;
   let bytes = 0;
   let counting = false;
   const start = () => {
@@ -37,8 +44,8 @@ function bodyCounter(req: Request): () => number {
  * may carry hostile input), repository, the caller's name with auth on, status, the error code as sent, bytes
  * in/out (bodies) and duration; the same outcome feeds the HTTP metrics and the reference analytics.
  */
-export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): RequestHandler {
-  return (req, res, next) => {
+export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): (req: IncomingMessage, res: Exchange) => void {
+  return (req, res) => {
     const started = process.hrtime.bigint();
     const bytesIn = bodyCounter(req);
     const id = requestId(req.headers['x-request-id']);
@@ -48,7 +55,7 @@ export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): 
       const status = res.headersSent ? res.statusCode : 0;
       const line = {
         reqId: id,
-        method: req.method,
+        method: req.method ?? '',
         route: (res.locals.route as string | undefined) ?? 'unmatched',
         repo: res.locals.repo,
         // Who, by name (never a credential), when auth is on.
@@ -78,6 +85,14 @@ export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): 
       if (status >= 500 || status === 0) log.warn(line, 'request');
       else log.info(line, 'request');
     });
+  };
+}
+
+/** The same log for an express app of its own (the admin API, the metrics listener). */
+export function requestLogMiddleware(log: Logger): RequestHandler {
+  const track = requestLog(log);
+  return (req, res, next) => {
+    track(req, res);
     next();
   };
 }

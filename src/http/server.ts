@@ -1,7 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Express } from 'express';
 import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
@@ -47,8 +46,8 @@ export function listen(server: RegistryServer, host: string, port: number): Prom
 /** What the app is given beyond the configuration: metrics, analytics, readiness (see AppOptions). */
 export type Observers = Pick<AppOptions, 'metrics' | 'activity' | 'lookup' | 'readiness'>;
 
-/** The registry's express app as the configuration describes it, authentication included. */
-export async function configuredApp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard, observers: Observers = {}): Promise<Express> {
+/** The registry's request listener as the configuration describes it, authentication included. */
+export async function configuredApp(config: Config, registry: Registry, log: Logger, loginGuard: LoginGuard, observers: Observers = {}): Promise<RequestListener> {
   const auth = config.auth;
   const layout = new Layout(resolve(config.storage.dir));
   return createApp(registry, log, {
