@@ -228,7 +228,7 @@ export async function openWorkerStores(
   await blobs.open();
   await repos.open();
   const members = await openMembership(config, layout, table, false);
-  const tier = readerTier(config);
+  const tier = await readerTier(config);
   const view = tier && new TierView(tier, directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
   const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members, view);
   return { registry, blobs, repos };

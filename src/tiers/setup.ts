@@ -6,7 +6,7 @@ import type { RepositoryStore } from '../storage/repository-store.js';
 import type { Recency } from '../cache/recency.js';
 import { OwnerDirectory } from './directory.js';
 import { BucketRetention, DAY_MS } from './retention.js';
-import { S3Tier, s3Client } from './s3-tier.js';
+import type { S3Tier } from './s3-tier.js';
 import { WriteBack } from './write-back.js';
 
 /** The tier as the data directory's owner runs it: the store itself, the write-back queue, the directory, and the
@@ -18,10 +18,13 @@ export interface OwnerTier {
   retention?: BucketRetention;
 }
 
-/** The configured tier for a process that only reads from it (a worker); undefined without one. */
-export function readerTier(config: Config): S3Tier | undefined {
+/** The configured tier for a process that only reads from it (a worker); undefined without one. The AWS SDK is
+ *  loaded only then: it is several MiB of every process's memory, for a tier most daemons do not have. */
+export async function readerTier(config: Config): Promise<S3Tier | undefined> {
   const s3 = config.tier?.s3;
-  return s3 ? new S3Tier(s3Client(s3), s3) : undefined;
+  if (!s3) return undefined;
+  const { S3Tier, s3Client } = await import('./s3-tier.js');
+  return new S3Tier(s3Client(s3), s3);
 }
 
 /**
@@ -38,7 +41,7 @@ export async function openOwnerTier(
   serving: boolean,
 ): Promise<OwnerTier | undefined> {
   const s3 = config.tier?.s3;
-  const tier = readerTier(config);
+  const tier = await readerTier(config);
   if (!s3 || !tier) return undefined;
   // The CLI's own opening (no daemon runs) reads the journal only: it uploads nothing, so it needs no bucket.
   if (serving) await tier.check();
