@@ -139,7 +139,8 @@ export async function createFileOnce(path: string, data: Uint8Array, tmpDir: str
 }
 
 const HIGH_WATER = 4 * 1024 * 1024;
-const SYNC_EVERY = 32 * 1024 * 1024;
+/** Written bytes after which their writeback is started while more keep coming (see writeStream). */
+export const SYNC_EVERY = 32 * 1024 * 1024;
 
 /**
  * Copies a byte stream to a file handle at its append position, calling `onChunk` (the hasher) on every chunk in

@@ -4,10 +4,12 @@ import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, type Digest, type DigestAlgorithm } from '../core/digest.js';
-import { storageError, writeStream } from './fs-util.js';
+import { storageError, SYNC_EVERY, writeStream } from './fs-util.js';
 import type { Layout } from './layout.js';
 import type { BlobStore } from './blob-store.js';
 import type { WriteGate } from './write-gate.js';
+
+const ignore = (): void => {};
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -32,6 +34,12 @@ interface HashState {
   offset: number;
 }
 
+/** What a session's chunks have written since its file was last synced, and the sync started in the background. */
+interface Writeback {
+  unsynced: number;
+  syncing?: Promise<void>;
+}
+
 /** A session found on disk at start-up. */
 export interface FoundSession {
   id: string;
@@ -53,6 +61,8 @@ export interface FoundSession {
 export class UploadStore {
   /** Bounded: sessions completed by another process leave their entry here. */
   private readonly hashes = new LRUCache<string, HashState>({ max: 1024 });
+  /** Bounded alike; an entry lost only means a longer fsync at completion. */
+  private readonly writeback = new LRUCache<string, Writeback>({ max: 1024 });
 
   constructor(
     private readonly layout: Layout,
@@ -117,20 +127,25 @@ export class UploadStore {
         offset,
       });
     }
-    const state = await this.hashState(session.id, offset);
-    const before = state.hash.copy();
+    // Without a current hash here (the last chunk went through another worker), this chunk is not hashed and the
+    // completion hashes the file once: rebuilding the hash at every change of worker would read the session
+    // again per chunk, quadratic in its size.
+    const known = this.hashes.get(session.id);
+    const state = known?.offset === offset ? known : undefined;
+    const before = state?.hash.copy();
     const fh = await open(path, 'a');
     try {
-      const n = await writeStream(body, fh, (c) => state.hash.update(c), admit);
+      const n = await writeStream(body, fh, state ? (c) => state.hash.update(c) : ignore, admit);
       if (opts.length !== undefined && n !== opts.length) {
         throw new OciError('SIZE_INVALID', `chunk has ${n} bytes, ${opts.length} were declared`);
       }
-      state.offset = offset + n;
-      return state.offset;
+      if (state) state.offset = offset + n;
+      this.written(session.id, path, n);
+      return offset + n;
     } catch (e) {
       // Cut the partial chunk off so the session is exactly as it was before this request.
       await fh.truncate(offset);
-      this.hashes.set(session.id, { hash: before, offset });
+      if (before) this.hashes.set(session.id, { hash: before, offset });
       throw storageError(e);
     } finally {
       await fh.close();
@@ -157,6 +172,7 @@ export class UploadStore {
             actual: actual.value,
           });
         }
+        await this.writeback.get(session.id)?.syncing;
         const fh = await open(path, 'r+');
         try {
           await fh.sync();
@@ -181,8 +197,23 @@ export class UploadStore {
   /** Removes a session's folder, then its entry with the gate (which ends the caller's lease, if any). */
   private async remove(id: string): Promise<void> {
     this.hashes.delete(id);
+    this.writeback.delete(id);
     await rm(this.layout.uploadDir(id), { recursive: true, force: true });
     await this.gate.closeSession(id);
+  }
+
+  /**
+   * After a chunk: once enough of the session is unsynced, its writeback starts in the background, so a chunked
+   * push pays max(network, disk) rather than their sum at its final fsync (as a one-request push does, in
+   * writeStream). Never awaited by the chunk; the completion's own fsync reports any error.
+   */
+  private written(id: string, path: string, bytes: number): void {
+    const w = this.writeback.get(id) ?? { unsynced: 0 };
+    this.writeback.set(id, w);
+    w.unsynced += bytes;
+    if (w.unsynced < SYNC_EVERY || w.syncing) return;
+    w.unsynced = 0;
+    w.syncing = datasyncFile(path).finally(() => (w.syncing = undefined));
   }
 
   private async digest(id: string, offset: number, algorithm: DigestAlgorithm): Promise<Digest> {
@@ -190,7 +221,7 @@ export class UploadStore {
     return digestFromHash(await this.hashFile(id, algorithm), algorithm);
   }
 
-  /** The running hash, rebuilt by reading the file when this process does not hold a current one. */
+  /** The running hash, rebuilt by reading the file when this process does not hold a current one (at completion). */
   private async hashState(id: string, offset: number): Promise<HashState> {
     const known = this.hashes.get(id);
     if (known && known.offset === offset) return known;
@@ -264,6 +295,20 @@ export class UploadStore {
       }
     }
     return removed;
+  }
+}
+
+/** Starts and waits for the writeback of a file's data (no writes through this handle: fdatasync on Linux needs
+ *  none). A file gone meanwhile (its session ended) has nothing left to sync. */
+async function datasyncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r').catch(() => undefined);
+  if (!fh) return;
+  try {
+    await fh.datasync();
+  } catch {
+    // The completion's fsync, on its own handle, reports what failed.
+  } finally {
+    await fh.close();
   }
 }
 

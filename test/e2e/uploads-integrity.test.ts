@@ -70,6 +70,28 @@ describe('one writer per upload session, across workers', () => {
     await checkStore(again.dataDir, again.client);
   });
 
+  it('chunks that take turns between workers make exactly the blob, and a completion with the wrong digest is still refused', async () => {
+    const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
+    const chunks = Array.from({ length: 16 }, () => randomBytes(256 * 1024));
+    const all = Buffer.concat(chunks);
+    // Every request on a fresh connection: a chunk often lands on the other worker than the one before it, which
+    // then has no running hash of the session (the completion hashes the file).
+    const upload = async () => {
+      const location = await d.client.startUpload('integ/turns');
+      for (const c of chunks) expect((await patch(location, c)).status).toBe(202);
+      return location;
+    };
+    const wrong = await upload();
+    const refused = await request('PUT', RegistryClient.withDigest(wrong, sha256(Buffer.concat([all, Buffer.from('x')]))));
+    expectOci(refused, 400, 'DIGEST_INVALID', 'a completion whose digest is not the chunks’');
+    const right = await upload();
+    const fin = await request('PUT', RegistryClient.withDigest(right, sha256(all)));
+    expect(fin.status, fin.body.toString()).toBe(201);
+    expect((await d.client.getBlobDigest('integ/turns', sha256(all))).digest).toBe(sha256(all));
+    expect(servingPids(d, 'integ/turns').size, 'the chunks reached both workers').toBe(2);
+    await expectNoCorruptBlob(d.dataDir);
+  });
+
   it('answers a DELETE of a session whose PUT ?digest= is streaming with 416, not 500; the PUT completes', async () => {
     const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
     const location = await d.client.startUpload('integ/del');
