@@ -248,7 +248,9 @@ let pullSpecs = [];
 try {
   if (needDaemons) {
     await startAll('main');
-    bare = await startBare({ file: refFile, logFile: join(work, 'limit.log') });
+    // As many serving processes as buildcached has (its primary only hands out connections).
+    info.bareWorkers = Math.max(1, info.buildcachedProcesses - 1);
+    bare = await startBare({ file: refFile, logFile: join(work, 'limit.log'), workers: info.bareWorkers });
     limit = new Target('limit', bare.url);
   }
 

@@ -222,9 +222,9 @@ export async function startDistribution({ dataDir, configFile, logFile, descript
 }
 
 /** The bare Node server (bench/lib/bare-server.mjs), the "Node loopback limit". */
-export async function startBare({ file, logFile }) {
+export async function startBare({ file, logFile, workers = 1 }) {
   const script = fileURLToPath(new URL('./bare-server.mjs', import.meta.url));
-  const child = spawn(process.execPath, [script, '--file', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [script, '--file', file, '--workers', String(workers)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = track(child, 'limit', logFile);
   const out = tee(child, logFile);
   const url = await waitForLine(proc, out, (l) => {

@@ -95,6 +95,7 @@ ${mdTable(['reference', 'value', 'unit'], limits.map(([label, v, unit]) => [labe
 | kernel | ${m.kernel} |
 | Node.js | ${m.node} |
 | buildcached processes | ${m.buildcachedProcesses ?? '?'} (primary + HTTP workers, \`serve\` default${m.workersFlag ? `, --workers ${m.workersFlag}` : ''}) |
+| bare-Node limit processes | ${m.bareWorkers ?? 1} serving (node:cluster workers when more than one: as many as buildcached's HTTP workers) |
 | distribution | ${m.distribution} |
 | filesystem (both data dirs) | ${m.filesystem} |
 | load average at start / end | ${m.loadavgStart.join(' ')} / ${(m.loadavgEnd ?? []).join(' ')} |
@@ -109,6 +110,8 @@ The machine is shared and noisy; ratios from one run (the same noise for both) m
   the same filesystem; buildcached with \`BUILDCACHED_LOG_LEVEL=warn\` (no per-request logs), distribution with log
   level \`error\`, access log off, filesystem storage, in-memory blob descriptor cache (as Debian's packaged config),
   delete enabled, no auth. The client is one Node process (node:http, keep-alive agents), the same for every target.
+- The bare-Node limit serves from as many processes as buildcached has HTTP workers (node:cluster, like
+  buildcached), so "% of limit" compares the same worker count.
 - Rounds are interleaved: buildcached, distribution and the bare-Node limit take turns and rotate positions each round.
 - Payloads: a 16 MiB random buffer repeated behind a 32-byte header unique to each blob, so every blob has its own
   digest and generating bytes costs nothing; all digests are computed before timing starts.
