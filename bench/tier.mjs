@@ -42,11 +42,13 @@ function cpuSeconds(pid) {
 }
 
 let s3rverPid;
+let s3rver;
 async function startS3rver() {
   const child = spawn(process.execPath, ['--openssl-legacy-provider', join(REPO_ROOT, 'test/helpers/s3rver-child.cjs'), join(work, 's3'), '0', BUCKET], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   process.on('exit', () => child.kill('SIGKILL'));
+  s3rver = child;
   s3rverPid = child.pid;
   const port = await new Promise((resolve, reject) => {
     let out = '';
@@ -229,4 +231,6 @@ if (markdown && !quick) {
 sdk.destroy();
 for (const d of [on, off, reader, coldReader, warmReader]) d.t.close();
 await stopAll();
+// Its stdout pipe would keep this process waiting for it.
+await new Promise((done) => s3rver.once('exit', done).kill('SIGTERM'));
 if (errors) process.exitCode = 1;

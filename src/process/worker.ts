@@ -70,6 +70,22 @@ class ForwardingHooks implements CacheHooks {
     this.arm();
   }
 
+  /**
+   * A batch carries each blob's probe and read once, and each blob's latest HEAD per repository since the last
+   * other activity: a second of them within one batch changes nothing the primary keeps (recency moves by at most
+   * the batching delay; the analytics count the last probe of a blob before a push), and a HEAD storm probes the
+   * same few blobs thousands of times a second, which the IPC channel otherwise serialises one by one.
+   */
+  private readonly seen = new Set<string>();
+  private readonly probeAt = new Map<string, number>();
+
+  private pushOnce(s: ['p' | 'r', string]): void {
+    const key = s[0] + s[1];
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    this.push(s);
+  }
+
   private arm(): void {
     this.timer ??= setTimeout(() => this.flush(), 20);
   }
@@ -95,6 +111,8 @@ class ForwardingHooks implements CacheHooks {
     if (this.batch.length === 0) return;
     send({ kind: 'usage', signals: this.batch });
     this.batch = [];
+    this.seen.clear();
+    this.probeAt.clear();
   }
 
   async reserve(digests: string[]): Promise<Reservation> {
@@ -104,10 +122,10 @@ class ForwardingHooks implements CacheHooks {
   }
   blobProbed(digest: string): void {
     this.probed.protect(digest);
-    this.push(['p', digest]);
+    this.pushOnce(['p', digest]);
   }
   blobRead(digest: string): void {
-    this.push(['r', digest]);
+    this.pushOnce(['r', digest]);
   }
   written(digest: string): void {
     this.push(['w', digest]);
@@ -123,6 +141,14 @@ class ForwardingHooks implements CacheHooks {
   }
   /** For the reference analytics, which the primary keeps. */
   activity(a: ReferenceActivity): void {
+    if (a.kind !== 'probe') {
+      this.probeAt.clear();
+      return this.push(['a', a]);
+    }
+    const key = `${a.repo}\0${a.digest}`;
+    const i = this.probeAt.get(key);
+    if (i !== undefined) return void (this.batch[i] = ['a', a]);
+    this.probeAt.set(key, this.batch.length);
     this.push(['a', a]);
   }
   tierRead(bytes: number, ok: boolean): void {
