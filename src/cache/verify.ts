@@ -4,7 +4,7 @@ import PQueue from 'p-queue';
 import { newHash, parseDigest, tryParseDigest, type Digest } from '../core/digest.js';
 import { errnoCode } from '../core/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { fsyncDir, moveIfExists, unlinkIfExists } from '../storage/fs-util.js';
+import { fsyncPath, moveIfExists, unlinkIfExists } from '../storage/fs-util.js';
 import type { Layout } from '../storage/layout.js';
 import type { ManifestRecordData, RepositoryStore } from '../storage/repository-store.js';
 import type { Evictor } from './evictor.js';
@@ -184,7 +184,7 @@ export async function verifyStore(
         if (now !== p.digest || repos.manifest(p.repo, p.digest)) return false;
         // Never in memory (a tag is loaded only with its manifest), so the file is all there is to remove.
         await unlinkIfExists(path);
-        await fsyncDir(join(layout.repository(p.repo), '_tags'));
+        await fsyncPath(join(layout.repository(p.repo), '_tags'));
         return true;
       }
       case 'manifest-incomplete': {

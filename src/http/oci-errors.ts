@@ -1,5 +1,4 @@
-import { STATUS_CODES, type ServerResponse } from 'node:http';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Exchange } from './exchange.js';
 import { OciError, type ErrorCode } from '../core/errors.js';

@@ -2,7 +2,7 @@ import { mkdir, open, readFile, readdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { errnoCode } from '../core/errors.js';
 import type { DigestTable } from './digest-table.js';
-import { fsyncDir, storageError, writeFileAtomic } from './fs-util.js';
+import { fsyncPath, storageError, writeFileAtomic } from './fs-util.js';
 import type { Layout } from './layout.js';
 import { Refreshes } from './repository-store.js';
 
@@ -193,7 +193,7 @@ export class BlobMembership {
         const created = (await fh.stat()).size === 0;
         await fh.write(`${digest}\n`);
         await fh.datasync();
-        if (created) await fsyncDir(dirname(path));
+        if (created) await fsyncPath(dirname(path));
       } finally {
         await fh.close();
       }

@@ -4,7 +4,7 @@ import type { Readable, Writable } from 'node:stream';
 import { sendFile } from './send-file.js';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, tryParseDigest, type Digest } from '../core/digest.js';
-import { fsyncDir, moveIfExists, storageError, unlinkIfExists, writeFileAtomic, writeStream } from './fs-util.js';
+import { fsyncPath, moveIfExists, storageError, unlinkIfExists, writeFileAtomic, writeStream } from './fs-util.js';
 import type { DigestTable } from './digest-table.js';
 import type { Layout } from './layout.js';
 import type { StoreEvent, StoreListener } from './events.js';
@@ -272,7 +272,7 @@ export class BlobStore {
       return;
     }
     await rename(path, this.layout.blobPath(d));
-    await fsyncDir(dir);
+    await fsyncPath(dir);
     this.table.setSize(d.value, size);
     await this.listener?.({ type: 'blob-added', digest: d.value, size });
   }

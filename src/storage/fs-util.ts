@@ -4,9 +4,10 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { OciError, errnoCode } from '../core/errors.js';
 
-/** Makes a rename or unlink durable: without it a crash can forget the directory entry. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+/** fsync by path: of a directory, it makes a rename or unlink durable (without it a crash can forget the entry);
+ *  of a file, its content (Linux needs no write access for it). */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
   try {
     await fh.sync();
   } finally {
@@ -28,14 +29,14 @@ export class DirSyncs {
   async flush(): Promise<void> {
     const dirs = [...this.dirs];
     this.dirs.clear();
-    await Promise.all(dirs.map((d) => fsyncDir(d).catch(() => undefined)));
+    await Promise.all(dirs.map((d) => fsyncPath(d).catch(() => undefined)));
   }
 }
 
 /** fsyncs `dir` now, or leaves it to the batch. */
 export async function syncDir(dir: string, batch: DirSyncs | undefined): Promise<void> {
   if (batch) batch.add(dir);
-  else await fsyncDir(dir);
+  else await fsyncPath(dir);
 }
 
 /** Removes a file; a file that is already gone is not an error (idempotent cleanup). */
@@ -103,7 +104,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, t
     await unlinkIfExists(tmp);
     throw storageError(e);
   }
-  await fsyncDir(dirname(path));
+  await fsyncPath(dirname(path));
 }
 
 /**
@@ -129,7 +130,7 @@ export async function createFileOnce(path: string, data: Uint8Array, tmpDir: str
   try {
     await mkdir(dirname(path), { recursive: true });
     await link(tmp, path);
-    await fsyncDir(dirname(path));
+    await fsyncPath(dirname(path));
   } catch (e) {
     if (errnoCode(e) !== 'EEXIST') throw e;
   } finally {

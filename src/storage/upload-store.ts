@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestFromHash, newHash, type Digest, type DigestAlgorithm } from '../core/digest.js';
-import { storageError, SYNC_EVERY, writeStream } from './fs-util.js';
+import { fsyncPath, storageError, SYNC_EVERY, writeStream } from './fs-util.js';
 import type { Layout } from './layout.js';
 import type { BlobStore } from './blob-store.js';
 import type { WriteGate } from './write-gate.js';
@@ -129,9 +129,11 @@ export class UploadStore {
     }
     // Without a current hash here (the last chunk went through another worker), this chunk is not hashed and the
     // completion hashes the file once: rebuilding the hash at every change of worker would read the session
-    // again per chunk, quadratic in its size.
+    // again per chunk, quadratic in its size. A first chunk has nothing to read: its hash starts here (a session
+    // created on one worker and then written through another stays hashed in one pass).
     const known = this.hashes.get(session.id);
-    const state = known?.offset === offset ? known : undefined;
+    let state = known?.offset === offset ? known : undefined;
+    if (!state && offset === 0) this.hashes.set(session.id, (state = { hash: newHash(), offset: 0 }));
     const before = state?.hash.copy();
     const fh = await open(path, 'a');
     try {
@@ -213,7 +215,10 @@ export class UploadStore {
     w.unsynced += bytes;
     if (w.unsynced < SYNC_EVERY || w.syncing) return;
     w.unsynced = 0;
-    w.syncing = datasyncFile(path).finally(() => (w.syncing = undefined));
+    // A file gone meanwhile (its session ended) has nothing left to sync; the completion's fsync reports failures.
+    w.syncing = fsyncPath(path)
+      .catch(() => undefined)
+      .finally(() => (w.syncing = undefined));
   }
 
   private async digest(id: string, offset: number, algorithm: DigestAlgorithm): Promise<Digest> {
@@ -295,20 +300,6 @@ export class UploadStore {
       }
     }
     return removed;
-  }
-}
-
-/** Starts and waits for the writeback of a file's data (no writes through this handle: fdatasync on Linux needs
- *  none). A file gone meanwhile (its session ended) has nothing left to sync. */
-async function datasyncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r').catch(() => undefined);
-  if (!fh) return;
-  try {
-    await fh.datasync();
-  } catch {
-    // The completion's fsync, on its own handle, reports what failed.
-  } finally {
-    await fh.close();
   }
 }
 
