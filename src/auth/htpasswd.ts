@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import PQueue from 'p-queue';
 import { OciError } from '../core/errors.js';
 import bcrypt from 'bcryptjs';
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 import type { Logger } from '../observability/logger.js';
 import { WatchedFile } from './watched-file.js';
 
@@ -55,7 +55,7 @@ interface Users {
  */
 export class Htpasswd {
   private readonly file: WatchedFile<Users>;
-  private readonly verified = new LRUCache<string, string>({ max: 10_000, ttl: 5 * 60_000 });
+  private readonly verified = growingLru<string, string>(10_000, { ttl: 5 * 60_000 });
   private readonly checks = new PQueue({ concurrency: CONCURRENT_CHECKS });
 
   constructor(path: string, log: Logger) {

@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 
 /** What the HTTP layer asks about logins from an address: local answers only, so a request never waits for them. */
 export interface LoginGuard {
@@ -28,7 +28,7 @@ interface Window {
  * Bounded: the least recently seen addresses are forgotten first.
  */
 export class LoginLimiter {
-  private readonly windows = new LRUCache<string, Window>({ max: 100_000 });
+  private readonly windows = growingLru<string, Window>(100_000);
 
   constructor(
     private readonly limits: LoginLimits,
@@ -76,7 +76,7 @@ export class LoginLimiter {
 
 /** Blocks as they were decided (by the primary, for every worker), by address. */
 export class BlockList {
-  private readonly until = new LRUCache<string, number>({ max: 100_000 });
+  private readonly until = growingLru<string, number>(100_000);
 
   constructor(private readonly now: () => number = Date.now) {}
 

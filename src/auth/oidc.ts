@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { jwtIssuer } from './jwt-shape.js';
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 import type { Logger } from '../observability/logger.js';
 import { WatchedFile } from './watched-file.js';
 
@@ -61,7 +61,7 @@ function keySource(c: IssuerConfig, log: Logger): { keys: JWTVerifyGetKey; load(
  */
 export class OidcVerifier {
   private readonly issuers = new Map<string, { config: IssuerConfig; keys: JWTVerifyGetKey; load(): Promise<void> }>();
-  private readonly verified = new LRUCache<string, VerifiedJwt>({ max: 10_000 });
+  private readonly verified = growingLru<string, VerifiedJwt>(10_000);
 
   constructor(
     configs: IssuerConfig[],

@@ -12,11 +12,11 @@ import { BlockList, LoginLimiter, type LoginGuard } from '../auth/login-limiter.
 import { loginLimits } from '../auth/setup.js';
 import { HttpMetrics, processRegistry } from '../observability/metrics.js';
 import type { ReferenceActivity } from '../cache/reference-stats.js';
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 import type { TierDirectory } from '../tiers/read-through.js';
 
 /** Sizes of blobs the tier holds, as the primary answered them: immutable under their digest, kept an hour. */
-const tierSizes = new LRUCache<string, number>({ max: 100_000, ttl: 60 * 60_000 });
+const tierSizes = growingLru<string, number>(100_000, { ttl: 60 * 60_000 });
 import { WORKER_LISTEN_ENV, isMessage, type AdminOp, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 
 const send = (m: WorkerMessage) => process.send?.(m);

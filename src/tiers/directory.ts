@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 import { parseDigest } from '../core/digest.js';
 import type { TierDirectory } from './read-through.js';
 import { tierKeys, type Tier } from './tier.js';
@@ -15,7 +15,7 @@ const ABSENT_TTL_MS = 5_000;
  * answer is cached; one fetch per digest at a time in the whole daemon.
  */
 export class OwnerDirectory implements TierDirectory {
-  private readonly exists = new LRUCache<string, number>({ max: 100_000 });
+  private readonly exists = growingLru<string, number>(100_000);
   /** HEADs in flight, shared by concurrent lookups of one digest. */
   private readonly heads = new Map<string, Promise<number | undefined>>();
   /** Blobs whose bytes in the tier did not match their digest: never read through again by this daemon. */

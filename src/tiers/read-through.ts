@@ -2,6 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 import PQueue from 'p-queue';
 import { OciError, errnoCode } from '../core/errors.js';
 import { digestOf, tryParseDigest, type Digest } from '../core/digest.js';
@@ -108,7 +109,7 @@ const unavailable = (e: unknown) =>
  */
 export class TierView implements TierAccess {
   private readonly landings = new Map<string, Landing>();
-  private readonly misses = new LRUCache<string, true>({ max: 10_000, ttl: MISS_TTL_MS });
+  private readonly misses = growingLru<string, true>(10_000, { ttl: MISS_TTL_MS });
   /** Listings of the bucket, reused for a few seconds: tags/list and _catalog must not list the bucket each time. */
   private readonly listings = new LRUCache<string, Promise<string[]>>({ max: 1_000, ttl: MISS_TTL_MS });
   private readonly warming = new PQueue({ concurrency: WARM_CONCURRENCY });
@@ -123,7 +124,7 @@ export class TierView implements TierAccess {
     private readonly log: Logger,
     tagStalenessMs: number,
   ) {
-    this.looked = new LRUCache<string, true>({ max: 100_000, ttl: Math.max(1, tagStalenessMs) });
+    this.looked = growingLru<string, true>(100_000, { ttl: Math.max(1, tagStalenessMs) });
   }
 
   /** Tags looked up in the bucket within the last `tagStaleness`. */

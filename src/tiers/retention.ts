@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../core/growing-lru.js';
 import PQueue from 'p-queue';
 import { parseDigest } from '../core/digest.js';
 import { OciError } from '../core/errors.js';
@@ -42,9 +42,9 @@ export interface RetentionReport {
 export class BucketRetention {
   private running: Promise<RetentionReport> | undefined;
   /** Tag objects read: key → what it held when it had this modification time. */
-  private readonly targets = new LRUCache<string, { modified: number; target: string }>({ max: 200_000 });
+  private readonly targets = growingLru<string, { modified: number; target: string }>(200_000);
   /** Manifest records read (immutable under their key): what they list. */
-  private readonly records = new LRUCache<string, readonly string[]>({ max: 100_000 });
+  private readonly records = growingLru<string, readonly string[]>(100_000);
 
   constructor(
     private readonly tier: Tier,
