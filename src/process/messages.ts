@@ -78,3 +78,5 @@ export const isMessage = (m: unknown): m is { kind: string } =>
 
 /** Set by the primary on replacement workers: the address the daemon already serves on. */
 export const WORKER_LISTEN_ENV = 'BUILDCACHED_WORKER_LISTEN';
+/** The primary's validated configuration, as JSON, for each worker it forks. */
+export const WORKER_CONFIG_ENV = 'BUILDCACHED_WORKER_CONFIG';

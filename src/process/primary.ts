@@ -8,7 +8,7 @@ import { serveAdmin, type AdminServer } from '../http/admin-server.js';
 import { ListenError } from '../http/server.js';
 import { loadTls } from '../http/tls.js';
 import { openStore, type OpenedStore } from '../store.js';
-import { WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
+import { WORKER_CONFIG_ENV, WORKER_LISTEN_ENV, isMessage, type PrimaryMessage, type UsageSignal, type WorkerMessage } from './messages.js';
 import { announce, lockDataDir, tierDegraded, type Running } from './single.js';
 import { OciError } from '../core/errors.js';
 import { BlockList, LoginLimiter, localGuard } from '../auth/login-limiter.js';
@@ -158,8 +158,10 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
 
   // Replacements listen where the first workers ended up, even when the configured port was 0 (any free port).
   let boundAddress: string | undefined;
+  // Every worker, replacements too, serves with the configuration validated here, whatever the file says by then.
+  const workerConfig = JSON.stringify(config);
   const fork = (): Worker => {
-    const w = cluster.fork(boundAddress ? { [WORKER_LISTEN_ENV]: boundAddress } : {});
+    const w = cluster.fork({ [WORKER_CONFIG_ENV]: workerConfig, ...(boundAddress ? { [WORKER_LISTEN_ENV]: boundAddress } : {}) });
     live.add(w);
     // Reservations this worker holds, released if it dies holding them.
     const held = new Map<number, () => void>();

@@ -10,7 +10,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MiB } from '../helpers/content.js';
-import { REPO_ROOT, cleanup, makeTempDir, runDaemonExpectingFailure, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
+import { REPO_ROOT, cleanup, makeTempDir, runDaemonExpectingFailure, servingPids, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
 import { cliJson, nextSecond, pushRef, randomLayers, runCli, startCache, type ReportJson } from '../helpers/cache-helpers.js';
 import { RegistryClient, request, sha256, streamingRequest } from '../helpers/registry-client.js';
 
@@ -384,6 +384,47 @@ describe('buildcached serve: log lines', () => {
     expect(JSON.parse(raw)).toMatchObject({ pid: d.pid, workerPid: victim, signal: 'SIGKILL' });
     await stopOk(d);
   }, 30_000);
+});
+
+describe('buildcached serve: the configuration workers serve with', () => {
+  afterEach(cleanup);
+
+  it('a replacement worker serves with the configuration the daemon started with, not the file as edited since', async () => {
+    const dir = await makeTempDir('buildcached-cli-');
+    const file = await writeConfig(dir, 'c.yaml', 'storage:\n  deleteEnabled: false\n');
+    const d = await startDaemon({ args: ['--workers', '2', '--config', file] });
+    const blob = `${d.url}/v2/cfg/app/blobs/sha256:${'0'.repeat(64)}`;
+    // Edited while the daemon runs: valid but different, and then not even YAML.
+    for (const edit of ['storage:\n  deleteEnabled: true\n', 'storage: [unclosed\n']) {
+      await writeFile(file, edit);
+      const before = d.workers();
+      for (const pid of before) process.kill(pid, 'SIGKILL'); // workers this test's daemon forked
+      let now: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        now = d.workers();
+        if (now.length === 2 && now.every((p) => !before.includes(p))) break;
+        await sleep(50);
+      }
+      expect(now.filter((p) => !before.includes(p)), d.logs()).toHaveLength(2);
+      // Each request on a connection of its own: the primary hands connections to the workers in turn.
+      const served = new Set<unknown>();
+      for (let i = 0; i < 100 && served.size < 2; i++) {
+        // With every worker gone at once the port is closed until a replacement listens again.
+        const r = await request('DELETE', blob).catch(async (e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ECONNREFUSED') throw e;
+          await sleep(100);
+          return undefined;
+        });
+        if (!r) continue;
+        expect(r.status, r.body.toString()).toBe(405);
+        expect(JSON.parse(r.body.toString()).errors[0].code).toBe('UNSUPPORTED');
+        served.clear();
+        for (const pid of servingPids(d, 'cfg/app')) if (now.includes(pid as number)) served.add(pid);
+      }
+      expect(served.size).toBe(2);
+    }
+    await stopOk(d);
+  }, 60_000);
 });
 
 describe('buildcached serve: the budget against the disk', () => {
