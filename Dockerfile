@@ -37,5 +37,6 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=30s CMD ["node", "/app/di
 # SIGTERM drains in-flight uploads for up to shutdownTimeout (60s): run with `--stop-timeout 70` (compose:
 # stop_grace_period: 70s), since docker stop kills after 10 s by default.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/app/dist/main.js"]
+# --initial-old-space-size: the heap floor a single process (workers: 1) takes only from its command line.
+ENTRYPOINT ["node", "--initial-old-space-size=64", "/app/dist/main.js"]
 CMD ["serve"]

@@ -17,6 +17,7 @@ import { processRegistry } from '../observability/metrics.js';
 import { registerStoreMetrics } from '../observability/store-metrics.js';
 import { serveMetrics, type MetricsServer } from '../http/metrics-server.js';
 import { ClusterMetrics } from './cluster-metrics.js';
+import { withHeapFloor } from './heap-floor.js';
 
 /** A worker's batched cache signals, fed to the same tracker (and analytics) a single-process daemon uses. */
 function applyUsage(store: OpenedStore, signals: UsageSignal[]): void {
@@ -158,6 +159,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
 
   // Replacements listen where the first workers ended up, even when the configured port was 0 (any free port).
   let boundAddress: string | undefined;
+  cluster.setupPrimary({ execArgv: withHeapFloor(process.execArgv, process.env.NODE_OPTIONS) });
   // Every worker, replacements too, serves with the configuration validated here, whatever the file says by then.
   const workerConfig = JSON.stringify(config);
   const fork = (): Worker => {

@@ -13,6 +13,7 @@ import { MiB } from '../helpers/content.js';
 import { REPO_ROOT, cleanup, makeTempDir, runDaemonExpectingFailure, servingPids, sleep, startDaemon, type Daemon, type RunResult } from '../helpers/daemon.js';
 import { cliJson, nextSecond, pushRef, randomLayers, runCli, startCache, type ReportJson } from '../helpers/cache-helpers.js';
 import { RegistryClient, request, sha256, streamingRequest } from '../helpers/registry-client.js';
+import { HEAP_FLOOR_FLAG } from '../../src/process/heap-floor.js';
 
 /** A port that was free a moment ago (bind :0, read, close). */
 async function freePort(): Promise<number> {
@@ -425,6 +426,19 @@ describe('buildcached serve: the configuration workers serve with', () => {
     }
     await stopOk(d);
   }, 60_000);
+});
+
+describe('buildcached serve: the heap floor', () => {
+  afterEach(cleanup);
+
+  it('each worker is started with the heap floor (src/process/heap-floor.ts), the primary as it was', async () => {
+    const d = await startDaemon({ args: ['--workers', '2'] });
+    const argv = async (pid: number) => (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    expect(d.workers()).toHaveLength(2);
+    for (const pid of d.workers()) expect(await argv(pid)).toContain(HEAP_FLOOR_FLAG);
+    expect(await argv(d.pid)).not.toContain(HEAP_FLOOR_FLAG);
+    await stopOk(d);
+  }, 30_000);
 });
 
 describe('buildcached serve: the budget against the disk', () => {

@@ -31,7 +31,7 @@ describe('packaging', () => {
 
   it('nothing serves through npx', () => {
     for (const file of ['README.md', 'systemd/buildcached.service', 'Dockerfile']) expect(read(file), file).not.toMatch(/npx buildcached/);
-    expect(/^ExecStart=(.*)$/m.exec(read('systemd/buildcached.service'))?.[1]).toMatch(/^\/usr\/bin\/node \/opt\/buildcached\/dist\/main\.js serve\b/);
+    expect(/^ExecStart=(.*)$/m.exec(read('systemd/buildcached.service'))?.[1]).toMatch(/^\/usr\/bin\/node --initial-old-space-size=64 \/opt\/buildcached\/dist\/main\.js serve\b/);
   });
 
   it("systemd's TimeoutStopSec outlasts shutdownTimeout plus the 5 s the primary gives its workers", () => {
