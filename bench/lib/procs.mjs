@@ -161,7 +161,9 @@ export async function startBuildcached({ dataDir, logFile, profileDir, appDir = 
   const port = await freePort();
   // BENCH_BUILDCACHED_NODE_ARGS: extra node flags for experiments (e.g. "--trace-gc", "--max-semi-space-size=64").
   const extra = (process.env.BENCH_BUILDCACHED_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const nodeArgs = [...extra, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
+  // The heap floor as npm start, the systemd unit and the Docker image give it (src/process/heap-floor.ts): a
+  // --workers 1 daemon runs as shipped, and with several workers the primary sees it and adds nothing.
+  const nodeArgs = ['--initial-old-space-size=64', ...extra, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   const serveArgs = [
     'serve',
     '--listen',

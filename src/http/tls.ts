@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { DEFAULT_CIPHERS, createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { Config } from '../config/schema.js';
 
 export type TlsConfig = NonNullable<Config['tls']>;
@@ -45,5 +45,13 @@ export async function loadTls(tls: TlsConfig): Promise<SecureContextOptions> {
       throw new TlsError(`tls.clientCa: ${tls.clientCa} holds no usable PEM CA certificate (${(e as Error).message})`);
     }
   }
-  return ca ? { cert, key, ca } : { cert, key };
+  return { cert, key, ...(ca ? { ca } : {}), ciphers: CIPHERS, honorCipherOrder: true };
 }
+
+/**
+ * Node's own suites, with AES-128-GCM chosen first where the client offers it (as Go's TLS does, and so CNCF
+ * distribution): as strong a TLS 1.3 suite as the others for a cache's traffic, and a sixth cheaper to encrypt than
+ * the AES-256-GCM that OpenSSL's order (Node clients, curl) would pick — every pulled byte passes through it.
+ */
+const FIRST = 'TLS_AES_128_GCM_SHA256';
+const CIPHERS = [FIRST, ...DEFAULT_CIPHERS.split(':').filter((c) => c !== FIRST)].join(':');

@@ -109,6 +109,20 @@ describe.skipIf(skip)('TLS', () => {
       expect(plain.stdout).not.toBe('200');
     });
 
+    it('chooses AES-128-GCM when the client offers it (OpenSSL clients ask for AES-256-GCM first); a client without it still connects', async () => {
+      const { port } = new URL(daemon.url);
+      const cipherOf = (ciphers?: string) =>
+        new Promise<string>((resolve, reject) => {
+          const s = connect({ host: '127.0.0.1', port: Number(port), ca, servername: 'localhost', ...(ciphers ? { ciphers } : {}) }, () => {
+            resolve(s.getCipher().standardName);
+            s.end();
+          });
+          s.on('error', reject);
+        });
+      expect(await cipherOf()).toBe('TLS_AES_128_GCM_SHA256');
+      expect(await cipherOf('TLS_CHACHA20_POLY1305_SHA256')).toBe('TLS_CHACHA20_POLY1305_SHA256');
+    });
+
     it('skopeo pushes and pulls an image over TLS with --dest-cert-dir / --src-cert-dir', async () => {
       const skopeo = (args: string[]) =>
         runOk('skopeo', ['--insecure-policy', '--registries.d', ce.registriesD, ...args], { env: ce.env, timeoutMs: 150_000 });
