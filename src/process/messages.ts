@@ -78,5 +78,6 @@ export const isMessage = (m: unknown): m is { kind: string } =>
 
 /** Set by the primary on replacement workers: the address the daemon already serves on. */
 export const WORKER_LISTEN_ENV = 'BUILDCACHED_WORKER_LISTEN';
-/** The primary's validated configuration, as JSON, for each worker it forks. */
-export const WORKER_CONFIG_ENV = 'BUILDCACHED_WORKER_CONFIG';
+/** Where the primary wrote its validated configuration, as JSON, for each worker it forks (a file, not the value:
+ *  one environment string is limited to 128 KiB, which a config with many rules passes). */
+export const WORKER_CONFIG_ENV = 'BUILDCACHED_WORKER_CONFIG_FILE';

@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { StoreEvent, Verdict } from '../storage/events.js';
 import { Layout } from '../storage/layout.js';
+import { writeFileAtomic } from '../storage/fs-util.js';
 import { serveAdmin, type AdminServer } from '../http/admin-server.js';
 import { ListenError } from '../http/server.js';
 import { loadTls } from '../http/tls.js';
@@ -82,6 +83,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
     throw e;
   }
   try {
+    // Every worker, replacements too, serves with the configuration validated here, whatever the file says by then.
+    await writeFileAtomic(layout.workerConfig, JSON.stringify(config), layout.tmp, 0o600);
     // Admin operations run here, where the evictor and recency live: no worker is involved.
     admin = await serveAdmin(config, layout, store.admin, log);
   } catch (e) {
@@ -160,10 +163,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
   // Replacements listen where the first workers ended up, even when the configured port was 0 (any free port).
   let boundAddress: string | undefined;
   cluster.setupPrimary({ execArgv: withHeapFloor(process.execArgv, process.env.NODE_OPTIONS) });
-  // Every worker, replacements too, serves with the configuration validated here, whatever the file says by then.
-  const workerConfig = JSON.stringify(config);
   const fork = (): Worker => {
-    const w = cluster.fork({ [WORKER_CONFIG_ENV]: workerConfig, ...(boundAddress ? { [WORKER_LISTEN_ENV]: boundAddress } : {}) });
+    const w = cluster.fork({ [WORKER_CONFIG_ENV]: layout.workerConfig, ...(boundAddress ? { [WORKER_LISTEN_ENV]: boundAddress } : {}) });
     live.add(w);
     // Reservations this worker holds, released if it dies holding them.
     const held = new Map<number, () => void>();

@@ -85,9 +85,9 @@ export async function readJsonState(path: string): Promise<unknown> {
  * Writes small content so that `path` holds either the old or the new bytes after a crash, never a mix:
  * temp file in `tmpDir` (same filesystem), fsync, rename over, fsync the directory.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, tmpDir: string): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, tmpDir: string, mode = 0o666): Promise<void> {
   const tmp = `${tmpDir}/${randomUUID()}`;
-  const fh = await open(tmp, 'wx');
+  const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();

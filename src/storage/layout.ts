@@ -17,6 +17,8 @@ export class Layout {
   readonly blobIndex: string;
   /** The secret that signs the bearer tokens the daemon issues (auth), shared by its workers and restarts. */
   readonly tokenKey: string;
+  /** The configuration the primary validated, for its workers (mode 0600: it may hold the admin token). */
+  readonly workerConfig: string;
 
   constructor(readonly root: string) {
     this.blobs = join(root, 'blobs');
@@ -27,6 +29,7 @@ export class Layout {
     this.state = join(root, 'state');
     this.blobIndex = join(this.state, 'blobs.index');
     this.tokenKey = join(this.state, 'token.key');
+    this.workerConfig = join(this.state, 'worker-config.json');
   }
 
   blobDir(d: Digest): string {

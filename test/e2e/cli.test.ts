@@ -426,6 +426,24 @@ describe('buildcached serve: the configuration workers serve with', () => {
     }
     await stopOk(d);
   }, 60_000);
+
+  it('a configuration beyond what one environment variable may hold (128 KiB) reaches every worker, in a file only the daemon reads', async () => {
+    const rules = Array.from({ length: 3000 }, (_, i) => `    - repositories: ["team${i}/**"]\n      tags: ["*"]\n      to: [main, master]\n`).join('');
+    const file = await writeConfig(await makeTempDir('buildcached-cli-'), 'big.yaml', `registry:\n  fallback:\n${rules}`);
+    expect((await stat(file)).size).toBeGreaterThan(128 * 1024);
+    const d = await startDaemon({ args: ['--workers', '2', '--config', file] });
+    expect(d.workers()).toHaveLength(2);
+    const handedOver = join(d.dataDir, 'state', 'worker-config.json');
+    expect((await stat(handedOver)).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(await readFile(handedOver, 'utf8')).registry.fallback).toHaveLength(3000);
+    const served = new Set<unknown>();
+    for (let i = 0; i < 40 && served.size < 2; i++) {
+      expect((await request('GET', `${d.url}/v2/team2999/app/tags/list`)).status).toBe(404);
+      for (const pid of servingPids(d, 'team2999/app')) served.add(pid);
+    }
+    expect(served.size).toBe(2);
+    await stopOk(d);
+  }, 60_000);
 });
 
 describe('buildcached serve: the heap floor', () => {
