@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { defaultLayer, loadConfig, validateConfig } from '../../src/config/load.js';
+import { HEAP_FLOOR_FLAG } from '../../src/process/heap-floor.js';
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 const defaults = validateConfig(defaultLayer());
@@ -32,6 +33,12 @@ describe('packaging', () => {
   it('nothing serves through npx', () => {
     for (const file of ['README.md', 'systemd/buildcached.service', 'Dockerfile']) expect(read(file), file).not.toMatch(/npx buildcached/);
     expect(/^ExecStart=(.*)$/m.exec(read('systemd/buildcached.service'))?.[1]).toMatch(/^\/usr\/bin\/node --initial-old-space-size=64 \/opt\/buildcached\/dist\/main\.js serve\b/);
+  });
+
+  it('every shipped way of starting a single process gives it the heap floor the primary gives its workers', () => {
+    expect(/^ExecStart=\/usr\/bin\/node (\S+) /m.exec(read('systemd/buildcached.service'))?.[1]).toBe(HEAP_FLOOR_FLAG);
+    expect(/^ENTRYPOINT \["node", "([^"]+)", "\/app\/dist\/main\.js"\]$/m.exec(read('Dockerfile'))?.[1]).toBe(HEAP_FLOOR_FLAG);
+    expect((JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts.start).toBe(`node ${HEAP_FLOOR_FLAG} dist/main.js serve`);
   });
 
   it("systemd's TimeoutStopSec outlasts shutdownTimeout plus the 5 s the primary gives its workers", () => {
