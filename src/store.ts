@@ -24,6 +24,7 @@ import { openOwnerTier, readerTier, type OwnerTier } from './tiers/setup.js';
 import { TierView, type TierDirectory } from './tiers/read-through.js';
 import { tierKeys } from './tiers/tier.js';
 import { parseDigest } from './core/digest.js';
+import { ClaimBook, ownClaims, type PushClaims } from './registry/push-claims.js';
 
 /** The stores of the configured data directory, not yet opened, writing under `gate`. */
 function newStores(config: Config, table: DigestTable, gate: WriteGate) {
@@ -76,6 +77,8 @@ export interface OpenedStore {
   admin: Admin;
   /** The owner's book of writes in progress: the primary answers its workers' write requests from it. */
   ledger: WriteLedger;
+  /** The owner's push claims (push-claims.ts), for every process; undefined when push coalescing is off. */
+  claims?: ClaimBook;
   /** Per-reference analytics (pushes, imports, saved uploads), fed by every process's requests. */
   references: ReferenceStats;
   /** Cache hits and misses per minute over the last day, fed by every process's requests. */
@@ -137,7 +140,8 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
   }
   const cache = new CacheTracker(blobs, recency, evictor, tier && ((d) => tier.directory.blobSize(d)));
   const view = tier && new TierView(tier.tier, tier.directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members, view);
+  const claims = pushClaimBook(config);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), cache, members, view, claims && ownClaims(claims));
   log.info(
     {
       blobs: blobs.count,
@@ -186,6 +190,7 @@ export async function openStore(config: Config, log: Logger, opts: { serving?: b
       },
     ),
     ledger,
+    ...(claims ? { claims } : {}),
     ...(tier ? { tier } : {}),
     startBackground() {
       tier?.writeBack.start();
@@ -223,6 +228,8 @@ export async function openWorkerStores(
   hooks: CacheHooks,
   gate: WriteGate,
   directory: TierDirectory,
+  /** The owner's push claims, asked over IPC; absent when push coalescing is off. */
+  claims: PushClaims | undefined,
 ): Promise<{ registry: Registry; blobs: BlobStore; repos: RepositoryStore }> {
   const { layout, table, blobs, uploads, repos } = newStores(config, new DigestTable(), gate);
   await blobs.open();
@@ -230,9 +237,13 @@ export async function openWorkerStores(
   const members = await openMembership(config, layout, table, false);
   const tier = await readerTier(config);
   const view = tier && new TierView(tier, directory, blobs, repos, config.registry.maxManifestBytes, log, config.tier!.s3!.tagStaleness);
-  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members, view);
+  const registry = new Registry(blobs, uploads, repos, registryOptions(config), hooks, members, view, claims);
   return { registry, blobs, repos };
 }
+
+/** The owner's book of push claims, unless push coalescing is off. */
+const pushClaimBook = (config: Config) =>
+  config.registry.concurrentPushWait > 0 ? new ClaimBook(config.registry.concurrentPushWait) : undefined;
 
 const registryOptions = (config: Config) => ({
   automaticCrossMount: config.registry.automaticCrossMount,

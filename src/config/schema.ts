@@ -228,6 +228,8 @@ export const configSchema = z.strictObject({
   registry: z.strictObject({
     maxManifestBytes: bytes,
     automaticCrossMount: z.boolean(),
+    /** How long a HEAD waits for another caller's upload of that blob (push-claims.ts); 0: never. */
+    concurrentPushWait: timeout,
     tenantIsolation: z.enum(['auto', 'on', 'off']),
     /** A manifest asked for by a tag that does not exist is answered with another tag's (see fallback.ts). */
     fallback: z.array(fallbackRule),

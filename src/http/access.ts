@@ -1,4 +1,3 @@
-import type { Response } from 'express';
 import type { Action } from '../auth/scope.js';
 
 /** What the caller of this request may do, as the routes ask it (a mount's source, the catalog's entries). */
@@ -12,4 +11,4 @@ export interface Access {
 /** Without auth every caller may do everything. */
 const OPEN: Access = { can: () => true, visible: () => true };
 
-export const accessOf = (res: Response): Access => (res.locals.access as Access | undefined) ?? OPEN;
+export const accessOf = (res: { locals: Record<string, unknown> }): Access => (res.locals.access as Access | undefined) ?? OPEN;

@@ -40,7 +40,9 @@ export type AdminOp =
   /** Whether a tag or manifest may be imported from the tier (no client's delete of it still on its way). */
   | { op: 'tier-importable'; repo: string; ref: { tag: string } | { digest: string } }
   /** Why the daemon is degraded (the tier unreachable), or null. */
-  | { op: 'tier-ready' };
+  | { op: 'tier-ready' }
+  /** A HEAD missed `key` (push-claims.ts): answered 'claimed' or 'none' at once, 'settled' once a claim ended. */
+  | { op: 'push-miss'; key: string; party: string; claim: boolean };
 
 export type WorkerMessage =
   /** `kept`: refused an eviction's blob removal (see Verdict) and applied nothing. */
@@ -55,7 +57,13 @@ export type WorkerMessage =
   /** This worker's metrics, for the primary's collection `id`. */
   | { kind: 'metrics'; id: number; snapshot: MetricsSnapshot }
   /** The fetch this worker led (a 'lead' answer to tier-claim) committed the blob, or failed. */
-  | { kind: 'tier-settle'; digest: string; ok: boolean; corrupt?: boolean };
+  | { kind: 'tier-settle'; digest: string; ok: boolean; corrupt?: boolean }
+  /** This worker's upload `id` of `key` began, or (`push-end`) ended, committed or not. */
+  | { kind: 'push-begin'; id: number; key: string }
+  | { kind: 'push-end'; id: number }
+  /** Upload session work `id` of `party` (push-claims.ts) began, or (`push-release`) ended. */
+  | { kind: 'push-hold'; id: number; party: string }
+  | { kind: 'push-release'; id: number };
 
 export type PrimaryMessage =
   /** Apply, then answer `applied` with the same ack number. */

@@ -194,6 +194,8 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
           answer = store.tier ? store.tier.directory.importable(call.repo, call.ref) : Promise.resolve(false);
         } else if (call.op === 'tier-ready') {
           answer = Promise.resolve(tierDegraded(store) ?? null);
+        } else if (call.op === 'push-miss') {
+          answer = store.claims ? store.claims.missed(call.key, call.party, call.claim, holder) : Promise.resolve('none');
         } else {
           answer = store.cache.reserve(call.digests).then((r) => {
             held.set(msg.id, r.release);
@@ -211,6 +213,14 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
               ...(err instanceof OciError ? { code: err.code, detail: err.detail } : {}),
             }),
         );
+      } else if (msg.kind === 'push-begin') {
+        store.claims?.begin(`${holder} ${msg.id}`, msg.key, holder);
+      } else if (msg.kind === 'push-end') {
+        store.claims?.end(`${holder} ${msg.id}`);
+      } else if (msg.kind === 'push-hold') {
+        store.claims?.hold(`${holder} ${msg.id}`, msg.party, holder);
+      } else if (msg.kind === 'push-release') {
+        store.claims?.release(`${holder} ${msg.id}`);
       } else if (msg.kind === 'tier-settle') {
         store.tier?.directory.settle(msg.digest, msg.ok, msg.corrupt === true);
       } else if (msg.kind === 'release') {
@@ -238,6 +248,7 @@ export async function startPrimary(config: Config, log: Logger, workers: number)
       for (const release of held.values()) release();
       held.clear();
       store.tier?.directory.releaseHolder(holder);
+      store.claims?.releaseHolder(holder);
       // Its file handles closed with it: the sessions it was writing to are free again, at their size on disk.
       for (const id of store.ledger.releaseHolder(holder)) void store.uploads.sizeOf(id).then((size) => store.ledger.resize(id, size));
       const pid = w.process.pid;

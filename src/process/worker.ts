@@ -6,6 +6,7 @@ import type { StoreEvent, Verdict } from '../storage/events.js';
 import { nowSeconds } from '../cache/clock.js';
 import { ProbeWindow } from '../cache/probes.js';
 import { openWorkerStores } from '../store.js';
+import type { ClaimVerdict, PushClaims } from '../registry/push-claims.js';
 import { LedgerGate } from '../storage/write-gate.js';
 import { OciError } from '../core/errors.js';
 import { BlockList, LoginLimiter, type LoginGuard } from '../auth/login-limiter.js';
@@ -221,7 +222,23 @@ export async function runWorker(configured: Config, log: Logger): Promise<void> 
     importable: async (repo, ref) => (await channel.call<boolean>({ op: 'tier-importable', repo, ref })).value,
     readThrough: (bytes, ok) => hooks.tierRead(bytes, ok),
   };
-  const { registry, blobs, repos } = await openWorkerStores(config, log, hooks, gate, directory);
+  let pushes = 0;
+  const claims: PushClaims | undefined = config.registry.concurrentPushWait > 0
+    ? {
+        missed: async (key, party, claim) => (await channel.call<ClaimVerdict>({ op: 'push-miss', key, party, claim })).value,
+        writing: (key) => {
+          const id = pushes++;
+          send({ kind: 'push-begin', id, key });
+          return () => send({ kind: 'push-end', id });
+        },
+        uploading: (party) => {
+          const id = pushes++;
+          send({ kind: 'push-hold', id, party });
+          return () => send({ kind: 'push-release', id });
+        },
+      }
+    : undefined;
+  const { registry, blobs, repos } = await openWorkerStores(config, log, hooks, gate, directory, claims);
   const publish = async (event: StoreEvent) => (await channel.call<Verdict>({ op: 'publish', event })).value;
   blobs.subscribe(publish);
   repos.subscribe(publish);

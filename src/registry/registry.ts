@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { pushKey, pushParty, type PushClaims } from './push-claims.js';
 import { OciError } from '../core/errors.js';
 import { digestOf, parseDigest, type Digest } from '../core/digest.js';
 import type { BlobReader, BlobStore } from '../storage/blob-store.js';
@@ -11,6 +12,12 @@ import { OCI_INDEX } from './media-types.js';
 import type { Reference } from './names.js';
 import { RECENT, type FallbackRules } from './fallback.js';
 import type { TierAccess } from '../tiers/read-through.js';
+
+/** Who HEADs a blob, for push coalescing: its address, and whether it may push there. */
+export interface HeadCaller {
+  address: string;
+  mayPush: boolean;
+}
 
 export interface RegistryOptions {
   /** Mount without `from` succeeds when the blob exists (OCI "automatic content discovery"). */
@@ -76,6 +83,8 @@ export class Registry {
     private readonly members?: BlobMembership,
     /** A tier below the local disk: blobs and manifests missing here are looked for there. */
     private readonly tier?: TierAccess,
+    /** Push coalescing (see push-claims.ts); without it a HEAD never waits. */
+    private readonly claims?: PushClaims,
   ) {}
 
   /** A blob's size: on the local disk, or else in the tier. What memory knows first — the local index, then the
@@ -111,9 +120,20 @@ export class Registry {
     await this.members?.add(name, digest);
   }
 
-  /** HEAD: answered from memory, and protects the blob for the push grace window (BuildKit skips its upload). */
-  async headBlob(name: string, d: Digest): Promise<number> {
-    const size = await this.sizeIn(name, d);
+  /**
+   * HEAD: answered from memory, and protects the blob for the push grace window (BuildKit skips its upload). A
+   * miss while another caller is about to upload or is uploading it here waits for that upload, then looks again;
+   * one by a caller that may push here claims it (see push-claims.ts).
+   */
+  async headBlob(name: string, d: Digest, caller?: HeadCaller): Promise<number> {
+    let size: number;
+    try {
+      size = await this.sizeIn(name, d);
+    } catch (e) {
+      if (!this.claims || !caller || !(e instanceof OciError && e.code === 'BLOB_UNKNOWN')) throw e;
+      if ((await this.claims.missed(pushKey(name, d.value), pushParty(caller.address, name), caller.mayPush)) !== 'settled') throw e;
+      size = await this.sizeIn(name, d);
+    }
     this.cache.blobProbed(d.value);
     return size;
   }
@@ -153,11 +173,24 @@ export class Registry {
     }
   }
 
+  /** An upload of `d` into `name`: HEADs of it there wait until `op` (which commits it and records its membership)
+   *  is done. */
+  private async pushing<T>(name: string, d: Digest, op: () => Promise<T>): Promise<T> {
+    const done = this.claims?.writing(pushKey(name, d.value));
+    try {
+      return await op();
+    } finally {
+      done?.();
+    }
+  }
+
   /** Monolithic upload: the whole blob in one request, verified against its digest before it exists. */
-  async putBlob(name: string, body: Readable, d: Digest, length?: number): Promise<number> {
-    const size = await this.writing(d.value, this.blobs.write(body, d, length));
-    await this.joined(name, d.value);
-    return size;
+  putBlob(name: string, body: Readable, d: Digest, length?: number): Promise<number> {
+    return this.pushing(name, d, async () => {
+      const size = await this.writing(d.value, this.blobs.write(body, d, length));
+      await this.joined(name, d.value);
+      return size;
+    });
   }
 
   /**
@@ -169,14 +202,14 @@ export class Registry {
   async canMount(name: string, d: Digest, from: string | undefined): Promise<boolean> {
     if (from === undefined && !this.options.automaticCrossMount) return false;
     if ((await this.blobSize(d)) === undefined || !(await this.holds(from ?? name, d.value))) return false;
-    await this.joined(name, d.value);
+    await this.pushing(name, d, () => this.joined(name, d.value));
     this.cache.blobProbed(d.value);
     return true;
   }
 
   /** `client` is the caller's address: sessions are capped per client. */
   startUpload(name: string, client: string): Promise<UploadSession> {
-    return this.writing(undefined, this.uploads.create(name, client));
+    return this.sessionWork(client, name, () => this.writing(undefined, this.uploads.create(name, client)));
   }
 
   upload(name: string, id: string): Promise<UploadSession> {
@@ -184,13 +217,25 @@ export class Registry {
   }
 
   appendChunk(s: UploadSession, body: Readable, opts: ChunkOptions): Promise<number> {
-    return this.writing(undefined, this.uploads.append(s, body, opts));
+    return this.sessionWork(s.client, s.repository, () => this.writing(undefined, this.uploads.append(s, body, opts)));
   }
 
-  async finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
-    const size = await this.writing(d.value, this.uploads.finish(s, d, body, opts));
-    await this.joined(s.repository, d.value);
-    return size;
+  /** A session being started or written: the claims its client made here hold meanwhile (its digest comes last). */
+  private async sessionWork<T>(client: string, name: string, op: () => Promise<T>): Promise<T> {
+    const done = this.claims?.uploading(pushParty(client, name));
+    try {
+      return await op();
+    } finally {
+      done?.();
+    }
+  }
+
+  finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
+    return this.pushing(s.repository, d, async () => {
+      const size = await this.writing(d.value, this.uploads.finish(s, d, body, opts));
+      await this.joined(s.repository, d.value);
+      return size;
+    });
   }
 
   cancelUpload(s: UploadSession): Promise<void> {

@@ -16,6 +16,8 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 export interface UploadSession {
   id: string;
   repository: string;
+  /** The address that started it (for the per-client cap, and push coalescing's claims). */
+  client: string;
   /** Bytes received so far; the data file's size is the source of truth. */
   offset: number;
   startedAt: number;
@@ -94,14 +96,14 @@ export class UploadStore {
       throw storageError(e);
     }
     this.hashes.set(id, { hash: newHash(), offset: 0 });
-    return { id, repository, offset: 0, startedAt };
+    return { id, repository, client, offset: 0, startedAt };
   }
 
   /** Looks a session up; unknown, malformed or other-repository ids are all BLOB_UPLOAD_UNKNOWN. */
   async get(id: string, repository: string): Promise<UploadSession> {
     const unknown = () => new OciError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 64)} is unknown or expired`);
     if (!UUID_RE.test(id)) throw unknown();
-    let meta: { repository?: unknown; startedAt?: unknown };
+    let meta: { repository?: unknown; startedAt?: unknown; client?: unknown };
     let size: number;
     try {
       meta = JSON.parse(await readFile(`${this.layout.uploadDir(id)}/meta.json`, 'utf8'));
@@ -111,7 +113,7 @@ export class UploadStore {
       throw e;
     }
     if (meta.repository !== repository) throw unknown();
-    return { id, repository, offset: size, startedAt: Number(meta.startedAt) };
+    return { id, repository, client: String(meta.client ?? ''), offset: size, startedAt: Number(meta.startedAt) };
   }
 
   /** Appends one chunk, streamed and hashed in one pass. Returns the new offset. */

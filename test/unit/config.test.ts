@@ -40,6 +40,7 @@ describe('loadConfig', () => {
     expect(c.storage.deleteEnabled).toBe(true);
     expect(c.registry.maxManifestBytes).toBe(4 * 1024 * 1024);
     expect(c.registry.automaticCrossMount).toBe(true);
+    expect(c.registry.concurrentPushWait).toBe(60_000);
     expect(c.log.level).toBe('info');
     expect(c.shutdownTimeout).toBe(60_000);
   });
@@ -176,6 +177,7 @@ describe('validateConfig', () => {
     ['registry.maxManifestBytes', { registry: { maxManifestBytes: -1 } }],
     ['registry.maxManifestBytes', { registry: { maxManifestBytes: 1.5 } }],
     ['registry.automaticCrossMount', { registry: { automaticCrossMount: 1 } }],
+    ['registry.concurrentPushWait', { registry: { concurrentPushWait: 60 } }],
     ['log.level', { log: { level: 'verbose' } }],
     ['shutdownTimeout', { shutdownTimeout: 'forever' }],
     ['shutdownTimeout', { shutdownTimeout: 60 }],

@@ -7,6 +7,7 @@ import { nameParam, pathDigest } from '../params.js';
 import { parseRange } from '../ranges.js';
 import { drain } from '../body.js';
 import type { Exchange } from '../exchange.js';
+import { accessOf } from '../access.js';
 
 export const BLOB_PATH = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
 const ROUTE = '/v2/<name>/blobs/<digest>';
@@ -39,9 +40,9 @@ function target(res: Exchange, m: RegExpExecArray) {
  */
 export function blobReads(registry: Registry): (method: string | undefined, path: string) => BlobRead | undefined {
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
-  const head = async (res: Exchange, m: RegExpExecArray) => {
+  const head = async (req: IncomingMessage, res: Exchange, m: RegExpExecArray) => {
     const { name, d } = target(res, m);
-    const size = await registry.headBlob(name, d);
+    const size = await registry.headBlob(name, d, { address: req.socket.remoteAddress ?? '', mayPush: accessOf(res).can(name, 'push') });
     blobHeaders(res, d.value);
     res.setHeader('Content-Length', String(size));
     res.statusCode = 200;
@@ -76,7 +77,7 @@ export function blobReads(registry: Registry): (method: string | undefined, path
     if (method !== 'HEAD' && method !== 'GET') return undefined;
     const m = BLOB_PATH.exec(path);
     if (!m) return undefined;
-    return method === 'HEAD' ? (_req, res) => head(res, m) : (req, res) => get(req, res, m);
+    return method === 'HEAD' ? (req, res) => head(req, res, m) : (req, res) => get(req, res, m);
   };
 }
 
