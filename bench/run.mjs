@@ -595,8 +595,12 @@ const rows = [...figures.values()].map((f) => {
   const l = f.samples.limit.length ? median(f.samples.limit) : NaN;
   const higher = f.better === 'higher';
   const ratio = f.noRatio ? NaN : higher ? b / d : d / b;
+  // Round by round: both daemons ran one right after the other, under the same disk and load regime.
+  const bs = f.samples.buildcached;
+  const ds = f.samples.distribution;
+  const pairedRatio = f.noRatio || bs.length < 2 || bs.length !== ds.length ? NaN : median(bs.map((x, i) => (higher ? x / ds[i] : ds[i] / x)));
   const pct = (v) => (Number.isFinite(l) ? (higher ? v / l : l / v) * 100 : NaN);
-  return { ...f, buildcached: b, distribution: d, limit: l, ratio, pctBuildcached: pct(b), pctDistribution: pct(d) };
+  return { ...f, buildcached: b, distribution: d, limit: l, ratio, pairedRatio, pctBuildcached: pct(b), pctDistribution: pct(d) };
 });
 
 const result = {

@@ -11,9 +11,9 @@ export class Target {
   /**
    * @param {string} name  short name used in the tables (buildcached, distribution, limit)
    * @param {string} url   base URL, e.g. http://127.0.0.1:41234 (https: with `ca`)
-   * @param {{headers?: object, ca?: Buffer}} [opts]
+   * @param {{headers?: object, ca?: Buffer, localAddress?: string}} [opts]
    */
-  constructor(name, url, { headers = {}, ca } = {}) {
+  constructor(name, url, { headers = {}, ca, localAddress } = {}) {
     this.name = name;
     this.url = url;
     const u = new URL(url);
@@ -22,7 +22,8 @@ export class Target {
     this.tls = u.protocol === 'https:';
     /** Sent with every request (e.g. Authorization). */
     this.headers = headers;
-    const agentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 256 };
+    this.ca = ca;
+    const agentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 256, ...(localAddress ? { localAddress } : {}) };
     this.agent = this.tls ? new https.Agent({ ...agentOptions, ca, servername: 'localhost' }) : new http.Agent(agentOptions);
   }
 
@@ -30,6 +31,11 @@ export class Target {
   pathOf(location) {
     const u = new URL(location, this.url);
     return u.pathname + u.search;
+  }
+
+  /** The same target, reached from another loopback address (127.0.0.0/8): a CI job on a machine of its own. */
+  from(localAddress) {
+    return new Target(this.name, this.url, { headers: this.headers, ca: this.ca, localAddress });
   }
 
   close() {

@@ -24,8 +24,10 @@ const pct = (p) => (Number.isFinite(p) ? `${p.toFixed(0)} %` : '—');
 
 export const RATIO_NOTE =
   'ratio = how many times better buildcached is: buildcached/distribution for throughputs, distribution/buildcached for ' +
-  'latencies, wall times and memory; > 1 means buildcached is better. "% of limit" is the same orientation against the ' +
-  'bare-Node reference measured in the same rounds (100 % = as good as the reference).';
+  'latencies, wall times and memory; > 1 means buildcached is better. "ratio" compares the two medians; "paired" is the ' +
+  "median of the rounds' own ratios (each round runs both daemons back to back, so a disk or load regime that changes " +
+  'between rounds cancels out). "% of limit" is the same orientation against the bare-Node reference measured in the ' +
+  'same rounds (100 % = as good as the reference).';
 
 function tableRows(rows) {
   return rows.map((r) => [
@@ -34,12 +36,13 @@ function tableRows(rows) {
     fmtValue(r.buildcached, r.unit),
     fmtValue(r.distribution, r.unit),
     ratio(r.ratio),
+    ratio(r.pairedRatio),
     Number.isFinite(r.limit) ? fmtValue(r.limit, r.unit) : '—',
     pct(r.pctBuildcached),
     pct(r.pctDistribution),
   ]);
 }
-const HEAD = ['figure', 'unit', 'buildcached', 'distribution', 'ratio', 'limit', 'bc % of limit', 'dist % of limit'];
+const HEAD = ['figure', 'unit', 'buildcached', 'distribution', 'ratio', 'paired', 'limit', 'bc % of limit', 'dist % of limit'];
 
 export function textTable(rows, limits) {
   const body = tableRows(rows);

@@ -227,14 +227,16 @@ export function stormPlan(round, cfg) {
 /**
  * Each job: HEAD then (if missing) POST + monolithic PUT for each layer and the config, one after another (as
  * BuildKit exports), then PUT the index; then GET the index by tag and GET every blob back, hashing each (full
- * verification). Errors are collected, never thrown, so a registry that rejects the index is still measured.
+ * verification). Errors are collected, never thrown, so a registry that rejects the index is still measured. Each
+ * job sends from a loopback address of its own (127.0.0.2 on), as CI jobs run on machines of their own.
  */
-export async function storm(t, plan) {
+export async function storm(target, plan) {
   const errors = [];
   const stats = { jobs: plan.jobs.length, indexOk: 0, blobsPushed: 0, blobsSkipped: 0, blobPushErrors: 0, blobsVerified: 0, blobPullErrors: 0, indexPullOk: 0 };
   const fail = (job, step, e) => errors.push({ job, step, message: e.message });
   const job = async (j) => {
     const { layers, config, index, tag } = plan.jobs[j];
+    const t = jobTargets[j];
     for (const blob of [...layers, config]) {
       try {
         if (await headBlob(t, plan.repo, blob.digest)) stats.blobsSkipped++;
@@ -271,7 +273,10 @@ export async function storm(t, plan) {
       }
     }
   };
+  const jobTargets = plan.jobs.map((_, j) => target.from(`127.0.0.${j + 2}`));
   const t0 = now();
   await Promise.all(plan.jobs.map((_, j) => job(j)));
-  return { wall: (now() - t0) / 1000, errors, ...stats };
+  const wall = (now() - t0) / 1000;
+  for (const t of jobTargets) t.close();
+  return { wall, errors, ...stats };
 }
