@@ -62,6 +62,8 @@ export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): 
         user: res.locals.user,
         // The tag that answered for a missing one (registry.fallback).
         fallback: res.locals.fallback,
+        // A blob HEAD that waited for another client's upload of it (push coalescing).
+        coalesced: res.locals.coalesced,
         status,
         code: res.locals.errorCode,
         bytesIn: bytesIn(),
@@ -81,6 +83,7 @@ export function requestLog(log: Logger, observe?: (o: RequestOutcome) => void): 
         repo: line.repo as string | undefined,
         ref: res.locals.ref as string | undefined,
         cacheConfigBytes: res.locals.cacheConfigBytes as number | undefined,
+        coalesced: res.locals.coalesced as boolean | undefined,
       });
       if (status >= 500 || status === 0) log.warn(line, 'request');
       else log.info(line, 'request');

@@ -68,6 +68,8 @@ export interface RequestOutcome {
   ref?: string;
   /** A manifest PUT's BuildKit cache config size (see Registry.putManifest). */
   cacheConfigBytes?: number;
+  /** A blob HEAD that waited for another client's upload of the blob (push coalescing). */
+  coalesced?: boolean;
 }
 
 /**
@@ -81,6 +83,7 @@ export class HttpMetrics {
   private readonly sent: Counter;
   private readonly hits: Counter<'kind'>;
   private readonly misses: Counter<'kind'>;
+  private readonly coalesced: Counter<'outcome'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -101,11 +104,18 @@ export class HttpMetrics {
     this.sent = new Counter({ name: `${METRIC_PREFIX}http_bytes_sent_total`, help: 'Response body bytes sent', registers });
     this.hits = new Counter({ name: `${METRIC_PREFIX}cache_hits_total`, help: 'Cache lookups answered with the content, by kind', labelNames: ['kind'], registers });
     this.misses = new Counter({ name: `${METRIC_PREFIX}cache_misses_total`, help: 'Cache lookups answered 404, by kind', labelNames: ['kind'], registers });
+    this.coalesced = new Counter({
+      name: `${METRIC_PREFIX}push_coalesced_total`,
+      help: "Blob HEADs that waited for another client's upload of that blob (push coalescing), by what they then found: found (its client skips the upload) or missing",
+      labelNames: ['outcome'],
+      registers,
+    });
     // Present at zero from the start, so that a rate over them works before the first miss.
     for (const kind of ['blob_head', 'blob_get', 'manifest'] satisfies CacheKind[]) {
       this.hits.inc({ kind }, 0);
       this.misses.inc({ kind }, 0);
     }
+    for (const outcome of ['found', 'missing']) this.coalesced.inc({ outcome }, 0);
   }
 
   /** `lookup`: the request's cacheLookup, which the caller works out once for every observer. */
@@ -115,6 +125,7 @@ export class HttpMetrics {
     if (r.bytesIn) this.received.inc(r.bytesIn);
     if (r.bytesOut) this.sent.inc(r.bytesOut);
     if (lookup) (lookup.hit ? this.hits : this.misses).inc({ kind: lookup.kind });
+    if (r.coalesced) this.coalesced.inc({ outcome: r.status === 200 ? 'found' : 'missing' });
   }
 }
 

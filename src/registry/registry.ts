@@ -17,6 +17,8 @@ import type { TierAccess } from '../tiers/read-through.js';
 export interface HeadCaller {
   address: string;
   mayPush: boolean;
+  /** Told when the HEAD waited for another client's upload (before it looks again). */
+  waited?: () => void;
 }
 
 export interface RegistryOptions {
@@ -132,6 +134,7 @@ export class Registry {
     } catch (e) {
       if (!this.claims || !caller || !(e instanceof OciError && e.code === 'BLOB_UNKNOWN')) throw e;
       if ((await this.claims.missed(pushKey(name, d.value), pushParty(caller.address, name), caller.mayPush)) !== 'settled') throw e;
+      caller.waited?.();
       size = await this.sizeIn(name, d);
     }
     this.cache.blobProbed(d.value);

@@ -16,6 +16,7 @@ import { MiB } from '../helpers/content.js';
 import { RegistryClient, request, sha256, streamingRequest } from '../helpers/registry-client.js';
 import { startCache } from '../helpers/cache-helpers.js';
 import { CLAIM_LAPSE_MS } from '../../src/registry/push-claims.js';
+import { parseExposition, sampleValue } from '../helpers/prometheus-text.js';
 import { blobTree, corruptBlobs } from '../helpers/store.js';
 
 afterEach(cleanup);
@@ -69,6 +70,10 @@ describe('push coalescing across workers', () => {
       expect(h.at).toBeGreaterThanOrEqual(finished);
     }
     expect(servingPids(d, repo).size, 'the HEADs reached both workers').toBe(2);
+    // Counted where each HEAD was served, summed by the primary.
+    const metrics = parseExposition((await request('GET', `${d.url}/metrics`)).body.toString());
+    expect(sampleValue(metrics, 'buildcached_push_coalesced_total', { outcome: 'found' })).toBe(7);
+    expect(d.logLines().filter((l) => l.method === 'HEAD' && l.coalesced === true)).toHaveLength(7);
     expect((await d.client.getBlobDigest(repo, digest)).digest).toBe(digest);
     const tree = await blobTree(d.dataDir);
     expect(await corruptBlobs(tree)).toEqual([]);

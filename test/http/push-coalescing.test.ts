@@ -9,6 +9,7 @@ import type { Test } from 'supertest';
 import { CLAIM_LAPSE_MS } from '../../src/registry/push-claims.js';
 import { authFixture, basic, PASSWORDS, type AuthFixture } from '../helpers/auth-fixture.js';
 import { blob, expectOciError, sendBytes, sha256, startRegistry, type TestRegistry } from './harness.js';
+import { parseExposition, sampleValue } from '../helpers/prometheus-text.js';
 
 let reg: TestRegistry | undefined;
 afterEach(async () => {
@@ -57,7 +58,7 @@ async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boolean> {
 
 describe('push coalescing', () => {
   it('holds a HEAD that another pusher missed just before until that upload commits, then answers 200', async () => {
-    reg = await startRegistry();
+    reg = await startRegistry({}, { metrics: true });
     const b = blob(64 * 1024);
     expect((await head(reg, 'ci/app', b.digest)).status).toBe(404); // the first job: claims it
     const waiting = Promise.all([timed(head(reg, 'ci/app', b.digest, { from: 2 })), timed(head(reg, 'ci/app', b.digest, { from: 3 }))]);
@@ -68,6 +69,9 @@ describe('push coalescing', () => {
       expect(res.headers['content-length']).toBe(String(b.data.length));
       expect(res.headers['docker-content-digest']).toBe(b.digest);
     }
+    const metrics = parseExposition((await reg.http().get('/metrics')).text);
+    expect(sampleValue(metrics, 'buildcached_push_coalesced_total', { outcome: 'found' })).toBe(2);
+    expect(sampleValue(metrics, 'buildcached_push_coalesced_total', { outcome: 'missing' })).toBe(0);
   });
 
   it('never holds a job on its own claim (containers/image HEADs each blob twice), nor a job behind the same address', async () => {
@@ -80,7 +84,7 @@ describe('push coalescing', () => {
   });
 
   it('answers a waiting HEAD 404 at once when the upload it waited for is refused, and stores nothing', async () => {
-    reg = await startRegistry();
+    reg = await startRegistry({}, { metrics: true });
     const b = blob(4096);
     expect((await head(reg, 'ci/app', b.digest)).status).toBe(404);
     const waiting = timed(head(reg, 'ci/app', b.digest, { from: 2 }));
@@ -89,6 +93,8 @@ describe('push coalescing', () => {
     const res = await waiting;
     expect(res.status).toBe(404);
     expect(res.ms).toBeLessThan(CLAIM_LAPSE_MS);
+    const metrics = parseExposition((await reg.http().get('/metrics')).text);
+    expect(sampleValue(metrics, 'buildcached_push_coalesced_total', { outcome: 'missing' })).toBe(1);
   });
 
   it('lets a claim that no upload followed lapse: the waiting HEAD then answers 404', async () => {

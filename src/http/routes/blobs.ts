@@ -42,7 +42,11 @@ export function blobReads(registry: Registry): (method: string | undefined, path
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
   const head = async (req: IncomingMessage, res: Exchange, m: RegExpExecArray) => {
     const { name, d } = target(res, m);
-    const size = await registry.headBlob(name, d, { address: req.socket.remoteAddress ?? '', mayPush: accessOf(res).can(name, 'push') });
+    const size = await registry.headBlob(name, d, {
+      address: req.socket.remoteAddress ?? '',
+      mayPush: accessOf(res).can(name, 'push'),
+      waited: () => (res.locals.coalesced = true),
+    });
     blobHeaders(res, d.value);
     res.setHeader('Content-Length', String(size));
     res.statusCode = 200;
