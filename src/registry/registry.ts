@@ -17,8 +17,8 @@ import type { TierAccess } from '../tiers/read-through.js';
 export interface HeadCaller {
   address: string;
   mayPush: boolean;
-  /** Told when the HEAD waited for another client's upload (before it looks again). */
-  waited?: () => void;
+  /** Set when the HEAD waited for another client's upload (a field, not a callback: no closure per HEAD). */
+  waited?: boolean;
 }
 
 export interface RegistryOptions {
@@ -134,7 +134,7 @@ export class Registry {
     } catch (e) {
       if (!this.claims || !caller || !(e instanceof OciError && e.code === 'BLOB_UNKNOWN')) throw e;
       if ((await this.claims.missed(pushKey(name, d.value), pushParty(caller.address, name), caller.mayPush)) !== 'settled') throw e;
-      caller.waited?.();
+      caller.waited = true;
       size = await this.sizeIn(name, d);
     }
     this.cache.blobProbed(d.value);

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { Router } from 'express';
-import type { Registry } from '../../registry/registry.js';
+import type { HeadCaller, Registry } from '../../registry/registry.js';
 import { parseDigest } from '../../core/digest.js';
 import { parseName } from '../../registry/names.js';
 import { nameParam, pathDigest } from '../params.js';
@@ -42,11 +42,13 @@ export function blobReads(registry: Registry): (method: string | undefined, path
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
   const head = async (req: IncomingMessage, res: Exchange, m: RegExpExecArray) => {
     const { name, d } = target(res, m);
-    const size = await registry.headBlob(name, d, {
-      address: req.socket.remoteAddress ?? '',
-      mayPush: accessOf(res).can(name, 'push'),
-      waited: () => (res.locals.coalesced = true),
-    });
+    const caller: HeadCaller = { address: req.socket.remoteAddress ?? '', mayPush: accessOf(res).can(name, 'push') };
+    let size: number;
+    try {
+      size = await registry.headBlob(name, d, caller);
+    } finally {
+      if (caller.waited) res.locals.coalesced = true;
+    }
     blobHeaders(res, d.value);
     res.setHeader('Content-Length', String(size));
     res.statusCode = 200;
