@@ -140,7 +140,9 @@ The machine is shared and noisy; ratios from one run (the same noise for both) m
   ${c.storm.sharedLayers} shared + ${c.storm.uniqueLayers} own layers (${c.storm.minLayer / 1048576}–${c.storm.maxLayer / 1048576} MiB) and
   its cache config, POST + PUT those missing, then PUT its cache index (an OCI image index whose \`manifests[]\` are the
   layers plus one \`application/vnd.buildkit.cacheconfig.v0\` blob, no \`platform\`) under its own tag; then GET the
-  index back by tag and GET every blob, hashing each. Wall time from the first request to the last job done.
+  index back by tag and GET every blob, hashing each. Each job sends from a loopback address of its own (127.0.0.2
+  on, to the daemons on 127.0.0.1), as CI jobs run on machines of their own. Wall time from the first request to the
+  last job done.
 - **RSS**: a fresh pair of daemons; memory sampled every 100 ms (plus the kernel's VmHWM) while one
   ${c.rssSize / 1048576} MiB blob is pushed (one PUT) and pulled. buildcached runs a primary and HTTP workers: its
   figures are summed over all its processes. Summed RSS/VmHWM counts the pages they share (the node binary, ~40 MiB)
