@@ -79,6 +79,36 @@ describe('push coalescing across workers', () => {
     expect(await corruptBlobs(tree)).toEqual([]);
   });
 
+  it("holds a chunked push's claim across workers while its PATCH streams, past the lapse, until its body-less PUT", async () => {
+    const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
+    const repo = 'coalesce/chunked';
+    const data = randomBytes(2 * MiB);
+    const digest = sha256(data);
+    const blobUrl = `${d.url}/v2/${repo}/blobs/${digest}`;
+    // docker push / skopeo: HEAD (claims), POST, PATCH the bytes, PUT ?digest= with no body; each on a fresh
+    // connection, so they land on either worker.
+    expect((await d.client.headBlob(repo, digest)).status).toBe(404);
+    const location = await d.client.startUpload(repo);
+    const patch = streamingRequest('PATCH', location, { 'Content-Type': 'application/octet-stream' });
+    await patch.write(data.subarray(0, MiB));
+    const waiting = heads(blobUrl, 6);
+    let answered = 0;
+    for (const h of waiting) void h.then(() => answered++);
+    await sleep(2_500); // past the claim's lapse: the streaming PATCH holds it
+    expect(answered, 'HEADs answered while the PATCH was still streaming').toBe(0);
+    await patch.write(data.subarray(MiB));
+    patch.end();
+    expect((await patch.response).status).toBe(202);
+    const done = performance.now();
+    expect((await request('PUT', RegistryClient.withDigest(location, digest))).status).toBe(201);
+    for (const h of await Promise.all(waiting)) {
+      expect(h).toMatchObject({ status: 200, length: String(data.length) });
+      expect(h.at).toBeGreaterThanOrEqual(done);
+    }
+    expect(servingPids(d, repo).size, 'the requests reached both workers').toBe(2);
+    expect(await corruptBlobs(await blobTree(d.dataDir))).toEqual([]);
+  });
+
   it('frees the HEADs waiting on an upload whose worker is killed: they answer 404 and the next job uploads', async () => {
     const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
     const repo = 'coalesce/crash';
