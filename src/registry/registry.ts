@@ -13,10 +13,11 @@ import type { Reference } from './names.js';
 import { RECENT, type FallbackRules } from './fallback.js';
 import type { TierAccess } from '../tiers/read-through.js';
 
-/** Who HEADs a blob, for push coalescing: its address, and whether it may push there. */
+/** Who HEADs a blob, for push coalescing: its address, and what it may do (asked on a miss only: a hit pays no
+ *  rule matching). */
 export interface HeadCaller {
   address: string;
-  mayPush: boolean;
+  access: { can(repo: string, action: 'push'): boolean };
   /** Set when the HEAD waited for another client's upload (a field, not a callback: no closure per HEAD). */
   waited?: boolean;
 }
@@ -133,7 +134,8 @@ export class Registry {
       size = await this.sizeIn(name, d);
     } catch (e) {
       if (!this.claims || !caller || !(e instanceof OciError && e.code === 'BLOB_UNKNOWN')) throw e;
-      if ((await this.claims.missed(pushKey(name, d.value), pushParty(caller.address, name), caller.mayPush)) !== 'settled') throw e;
+      const mayPush = caller.access.can(name, 'push');
+      if ((await this.claims.missed(pushKey(name, d.value), pushParty(caller.address, name), mayPush)) !== 'settled') throw e;
       caller.waited = true;
       size = await this.sizeIn(name, d);
     }
@@ -178,13 +180,8 @@ export class Registry {
 
   /** An upload of `d` into `name`: HEADs of it there wait until `op` (which commits it and records its membership)
    *  is done. */
-  private async pushing<T>(name: string, d: Digest, op: () => Promise<T>): Promise<T> {
-    const done = this.claims?.writing(pushKey(name, d.value));
-    try {
-      return await op();
-    } finally {
-      done?.();
-    }
+  private pushing<T>(name: string, d: Digest, op: () => Promise<T>): Promise<T> {
+    return until(this.claims?.writing(pushKey(name, d.value)), op);
   }
 
   /** Monolithic upload: the whole blob in one request, verified against its digest before it exists. */
@@ -224,13 +221,8 @@ export class Registry {
   }
 
   /** A session being started or written: the claims its client made here hold meanwhile (its digest comes last). */
-  private async sessionWork<T>(client: string, name: string, op: () => Promise<T>): Promise<T> {
-    const done = this.claims?.uploading(pushParty(client, name));
-    try {
-      return await op();
-    } finally {
-      done?.();
-    }
+  private sessionWork<T>(client: string, name: string, op: () => Promise<T>): Promise<T> {
+    return until(this.claims?.uploading(pushParty(client, name)), op);
   }
 
   finishUpload(s: UploadSession, d: Digest, body: Readable | undefined, opts: ChunkOptions): Promise<number> {
@@ -412,6 +404,15 @@ function sortedUnion(a: string[], b: string[]): string[] {
 }
 
 /** Sorted-list pagination: items after `last`, at most `n` of them. */
+/** Runs `op`, then calls `done` (a claim's end) however it went. */
+async function until<T>(done: (() => void) | undefined, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } finally {
+    done?.();
+  }
+}
+
 export function paginate(sorted: string[], n: number | undefined, last: string | undefined): Page {
   const from = last === undefined ? 0 : upperBound(sorted, last);
   const end = n === undefined ? sorted.length : Math.min(sorted.length, from + n);

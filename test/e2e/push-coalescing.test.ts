@@ -40,20 +40,26 @@ const heads = (url: string, n: number) =>
     ),
   );
 
+/** A layer of `size` random bytes for `repo`, and the URL its HEADs ask. */
+function layer(d: { url: string }, repo: string, size: number) {
+  const data = randomBytes(size);
+  const digest = sha256(data);
+  return { data, digest, blobUrl: `${d.url}/v2/${repo}/blobs/${digest}` };
+}
+
+/** A completing PUT ?digest= of `data` into session `location`, its body written by the test piece by piece. */
+const streamingPut = (location: string, digest: string, length: number) =>
+  streamingRequest('PUT', RegistryClient.withDigest(location, digest), { 'Content-Type': 'application/octet-stream', 'Content-Length': length });
+
 describe('push coalescing across workers', () => {
   it('holds HEADs on both workers while one job uploads the layer, then answers them all 200 with the committed blob', async () => {
     const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
     const repo = 'coalesce/app';
-    const data = randomBytes(4 * MiB);
-    const digest = sha256(data);
-    const blobUrl = `${d.url}/v2/${repo}/blobs/${digest}`;
+    const { data, digest, blobUrl } = layer(d, repo, 4 * MiB);
     // The first job's HEAD misses (and claims the layer); it starts its upload.
     expect((await d.client.headBlob(repo, digest)).status).toBe(404);
     const location = await d.client.startUpload(repo);
-    const put = streamingRequest('PUT', RegistryClient.withDigest(location, digest), {
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': data.length,
-    });
+    const put = streamingPut(location, digest, data.length);
     await put.write(data.subarray(0, MiB));
     // Seven other jobs HEAD it while the upload streams; past the claim's lapse, the upload still holds them.
     const waiting = heads(blobUrl, 7);
@@ -82,9 +88,7 @@ describe('push coalescing across workers', () => {
   it("holds a chunked push's claim across workers while its PATCH streams, past the lapse, until its body-less PUT", async () => {
     const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
     const repo = 'coalesce/chunked';
-    const data = randomBytes(2 * MiB);
-    const digest = sha256(data);
-    const blobUrl = `${d.url}/v2/${repo}/blobs/${digest}`;
+    const { data, digest, blobUrl } = layer(d, repo, 2 * MiB);
     // docker push / skopeo: HEAD (claims), POST, PATCH the bytes, PUT ?digest= with no body; each on a fresh
     // connection, so they land on either worker.
     expect((await d.client.headBlob(repo, digest)).status).toBe(404);
@@ -112,14 +116,9 @@ describe('push coalescing across workers', () => {
   it('frees the HEADs waiting on an upload whose worker is killed: they answer 404 and the next job uploads', async () => {
     const d = await startCache({ maxBytes: '1GiB', pushGraceSeconds: 900, workers: 2 });
     const repo = 'coalesce/crash';
-    const data = randomBytes(2 * MiB);
-    const digest = sha256(data);
-    const blobUrl = `${d.url}/v2/${repo}/blobs/${digest}`;
+    const { data, digest, blobUrl } = layer(d, repo, 2 * MiB);
     const location = await d.client.startUpload(repo);
-    const put = streamingRequest('PUT', RegistryClient.withDigest(location, digest), {
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': data.length,
-    });
+    const put = streamingPut(location, digest, data.length);
     await put.write(data.subarray(0, MiB));
     await sleep(200);
     const writer = await writerOf(d.workers(), new URL(location).pathname.split('/').pop()!);

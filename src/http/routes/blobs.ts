@@ -42,7 +42,7 @@ export function blobReads(registry: Registry): (method: string | undefined, path
   // HEAD is answered from the in-memory index: it is on every BuildKit export's critical path.
   const head = async (req: IncomingMessage, res: Exchange, m: RegExpExecArray) => {
     const { name, d } = target(res, m);
-    const caller: HeadCaller = { address: req.socket.remoteAddress ?? '', mayPush: accessOf(res).can(name, 'push') };
+    const caller: HeadCaller = { address: req.socket.remoteAddress ?? '', access: accessOf(res) };
     let size: number;
     try {
       size = await registry.headBlob(name, d, caller);
